@@ -1,0 +1,25 @@
+"""Test isolation: each test gets its own state directory and never reads the developer's .env."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory, monkeypatch):
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("LLAMA_STUDIO_STATE_DIR", str(state))
+    monkeypatch.setenv("LLAMA_STUDIO_DOTENV", os.devnull)
+    for name in ("LLAMA_SERVER_BIN", "LLAMA_MODEL", "LLAMA_PORT", "LLAMA_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    yield state
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """Any file will do for the fake server; it gets a GGUF header so no warning is printed."""
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + b"\0" * 60)
+    return path

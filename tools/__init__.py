@@ -1,0 +1,1 @@
+"""llama.cpp studio: tools to run, watch and benchmark llama.cpp's llama-server."""

@@ -1,0 +1,59 @@
+"""`llama-bench`: benchmark, monitor and tune llama-server. Parses arguments and dispatches only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .server_args import positive_float, split_extra_args
+from .settings import DEFAULT_INTERVAL
+from .entry import run_cli
+
+PROG = "llama-bench"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Benchmark and monitor llama.cpp's llama-server (or any OpenAI-compatible endpoint).",
+        epilog="Sizes accept k = 1000: 100, 1k, 1.5k, 4096.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    try:
+        from . import bench_args
+    except ImportError:  # the benchmark commands are optional at start-up; monitor works without them
+        bench_args = None  # type: ignore[assignment]
+    if bench_args is not None:
+        bench_args.register(sub)
+
+    mon = sub.add_parser("monitor", help="sample a running server's /metrics, /slots and host stats")
+    mon.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:11433")
+    mon.add_argument("--api-key", help="API key the server requires (also LLAMA_API_KEY)")
+    mon.add_argument("--interval", type=positive_float, default=DEFAULT_INTERVAL, help="sampling period in s")
+    mon.add_argument("--duration", type=positive_float, help="stop after N seconds (default: until Ctrl-C)")
+    mon.add_argument("--json-out", metavar="PATH", help="write the whole series as JSON at the end")
+    mon.add_argument("--jsonl", metavar="PATH", help="append each sample as a JSON line as it is taken")
+    mon.add_argument("--quiet", action="store_true", help="no per-sample line on stdout")
+    mon.set_defaults(handler=_monitor)
+    return parser
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from .monitor_cmd import run_monitor
+
+    return run_monitor(args)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ours, extra = split_extra_args(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(ours)
+    args.extra_server_args = extra
+    return run_cli(PROG, lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The sampling engine behind llama-run's live stats and `llama-bench monitor`.
+
+Every interval it scrapes the server's Prometheus /metrics and /slots, the server process (CPU, RSS),
+the host, the GPU (NVML) and CPU energy (RAPL), and turns counters into rates with a RateTracker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from .http import HttpClient, HttpError
+from .metrics import GEN_COUNTER, MetricsSample, RateSet, RateTracker, SlotsSummary, parse_metrics, summarize_slots
+
+
+@dataclass
+class ProcessStats:
+    cpu_percent: Optional[float]
+    rss_bytes: Optional[int]
+
+
+@dataclass
+class HostStats:
+    cpu_percent: Optional[float]
+    ram_used_bytes: Optional[int]
+    ram_total_bytes: Optional[int]
+
+
+@dataclass
+class Snapshot:
+    wall: float
+    elapsed: float
+    rates: Optional[RateSet]
+    requests_processing: Optional[float]
+    requests_deferred: Optional[float]
+    slots: Optional[SlotsSummary]
+    process: Optional[ProcessStats]
+    host: Optional[HostStats]
+    gpus: List[Any] = field(default_factory=list)
+    energy_text: Optional[str] = None
+    energy: Optional[Any] = None
+    error: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class Monitor:
+    """Samples one llama-server; `sample()` is synchronous, `start()` runs it on a daemon thread."""
+
+    def __init__(
+        self,
+        base_url: str,
+        interval: float = 1.0,
+        api_key: Optional[str] = None,
+        pid: Optional[int] = None,
+        history: int = 900,
+        energy: bool = True,
+        on_sample: Optional[Callable[[Snapshot], None]] = None,
+    ) -> None:
+        self.client = HttpClient(base_url, api_key=api_key, timeout=max(1.0, min(5.0, interval * 4)))
+        self.interval = interval
+        self.pid = pid
+        self.on_sample = on_sample
+        self.tracker = RateTracker()
+        self.history: Deque[Snapshot] = deque(maxlen=history)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._t0 = time.monotonic()
+        self._proc: Any = None
+        self._slots_supported = True
+        self._gen_counter: Optional[float] = None
+        self._gen_live = 0.0
+        self._energy_meter: Any = None
+        self._gpu: Any = None
+        self._init_probes(energy)
+
+    def _init_probes(self, energy: bool) -> None:
+        import psutil
+
+        psutil.cpu_percent(None)  # prime: the first call has no interval to measure against
+        if self.pid:
+            try:
+                self._proc = psutil.Process(self.pid)
+                self._proc.cpu_percent(None)
+            except psutil.Error:
+                self._proc = None
+        if energy:
+            from .power import EnergyMeter, NvmlReader
+
+            self._energy_meter = EnergyMeter()
+            self._energy_meter.start()
+            self._gpu = NvmlReader()
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample(self) -> Snapshot:
+        now = time.monotonic()
+        error: Optional[str] = None
+        rates: Optional[RateSet] = None
+        values: Dict[str, float] = {}
+        try:
+            resp = self.client.get("/metrics")
+            if resp.status == 200:
+                values = parse_metrics(resp.text)
+            elif resp.status == 501:
+                error = "metrics disabled: start llama-server with --metrics"
+            else:
+                error = f"/metrics answered HTTP {resp.status}"
+        except HttpError as exc:
+            error = f"server unreachable: {exc}"
+        except ValueError as exc:
+            error = f"bad /metrics text: {exc}"
+        # /slots after /metrics: a request that ends in between is then never counted twice.
+        slots = self._sample_slots() if error is None or values else None
+        if values:
+            rates = self.tracker.update(MetricsSample(t=now, values=self._live_counters(values, slots)))
+        snap = Snapshot(
+            wall=time.time(),
+            elapsed=now - self._t0,
+            rates=rates,
+            requests_processing=values.get("requests_processing"),
+            requests_deferred=values.get("requests_deferred"),
+            slots=slots,
+            process=self._sample_process(),
+            host=self._sample_host(),
+            error=error,
+        )
+        self._sample_power(snap)
+        with self._lock:
+            self.history.append(snap)
+        return snap
+
+    def _live_counters(self, values: Dict[str, float], slots: Optional[SlotsSummary]) -> Dict[str, float]:
+        """llama-server adds a request's generated tokens to tokens_predicted_total only when it ends;
+        adding the tokens decoded so far by busy slots makes generation visible while it happens.
+        The sum is kept monotonic (a request finishing between the two scrapes must not look like a
+        counter reset); a drop of the server's own counter is a real restart and restarts the sum."""
+        counter = values.get(GEN_COUNTER)
+        if counter is None:
+            return values
+        live = counter + (slots.n_decoded if slots else 0)
+        if self._gen_counter is not None and counter < self._gen_counter:
+            self._gen_live = live
+        else:
+            self._gen_live = max(self._gen_live, live)
+        self._gen_counter = counter
+        return {**values, GEN_COUNTER: self._gen_live}
+
+    def _sample_slots(self) -> Optional[SlotsSummary]:
+        if not self._slots_supported:
+            return None
+        try:
+            resp = self.client.get("/slots")
+        except HttpError:
+            return None
+        if resp.status == 501:
+            self._slots_supported = False  # --no-slots: stop asking every interval
+            return None
+        if resp.status != 200:
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            return None
+        return summarize_slots(data) if isinstance(data, list) else None
+
+    def _sample_process(self) -> Optional[ProcessStats]:
+        if self._proc is None:
+            return None
+        import psutil
+
+        try:
+            with self._proc.oneshot():
+                return ProcessStats(self._proc.cpu_percent(None), self._proc.memory_info().rss)
+        except psutil.Error:
+            return None
+
+    @staticmethod
+    def _sample_host() -> HostStats:
+        import psutil
+
+        mem = psutil.virtual_memory()
+        return HostStats(psutil.cpu_percent(None), int(mem.total - mem.available), int(mem.total))
+
+    def _sample_power(self, snap: Snapshot) -> None:
+        if self._energy_meter is None:
+            return
+        from .power import describe
+
+        try:
+            snap.energy = self._energy_meter.read()
+            snap.energy_text = describe(snap.energy)
+            snap.gpus = self._gpu.gpus() if self._gpu is not None else []
+        except Exception as exc:  # best-effort sensors must never stop the stats loop
+            snap.energy_text = f"energy unavailable: {exc}"
+
+    # -- background thread ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="llama-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            snap = self.sample()
+            if self.on_sample:
+                self.on_sample(snap)
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind (slow scrape): realign instead of bursting
+                next_at, delay = time.monotonic(), 0.0
+            self._stop.wait(delay)
+
+    def latest(self) -> Optional[Snapshot]:
+        with self._lock:
+            return self.history[-1] if self.history else None
+
+    def snapshots(self) -> List[Snapshot]:
+        with self._lock:
+            return list(self.history)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.client.close()
+        if self._gpu is not None:
+            self._gpu.close()
+
+
+@dataclass
+class WindowStats:
+    """Host and server-process figures averaged over a trailing window of snapshots."""
+
+    seconds: float
+    host_cpu: Optional[float]
+    server_cpu: Optional[float]
+    ram_used_bytes: Optional[int]
+    ram_total_bytes: Optional[int]
+    server_rss_bytes: Optional[int]
+    server_rss_peak_bytes: Optional[int]
+    prompt_tokens: Optional[int]
+    gen_tokens: Optional[int]
+    energy_joules: Optional[float]
+    energy_watts: Optional[float]
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def window_stats(snapshots: List[Snapshot], seconds: Optional[float]) -> Optional[WindowStats]:
+    """Aggregate the snapshots of the last `seconds` (None = all of them)."""
+    if not snapshots:
+        return None
+    last = snapshots[-1]
+    start = (
+        0
+        if seconds is None
+        else next(
+            (i for i, s in enumerate(snapshots) if s.elapsed >= last.elapsed - seconds - 1e-9), len(snapshots) - 1
+        )
+    )
+    # The snapshot just before the window is the baseline for counters (tokens, joules).
+    base = snapshots[start - 1] if start > 0 else None
+    window = snapshots[start:]
+    host = [s.host for s in window if s.host]
+    procs = [s.process for s in window if s.process]
+    rss = [p.rss_bytes for p in procs if p.rss_bytes is not None]
+
+    def counted(attr: str) -> Optional[int]:
+        end = getattr(last.rates, attr, None) if last.rates else None
+        if end is None:
+            return None
+        begin = getattr(base.rates, attr, None) if base and base.rates else None
+        return int(end - (begin or 0))
+
+    joules = watts = None
+    end_j = _joules(last)
+    if end_j is not None:
+        begin_j = _joules(base) if base else 0.0
+        joules = end_j - (begin_j or 0.0)
+        span = last.elapsed - (base.elapsed if base else 0.0)
+        watts = joules / span if span > 0 else None
+    last_host = last.host
+    return WindowStats(
+        seconds=last.elapsed - (base.elapsed if base else window[0].elapsed),
+        host_cpu=_mean([h.cpu_percent for h in host if h.cpu_percent is not None]),
+        server_cpu=_mean([p.cpu_percent for p in procs if p.cpu_percent is not None]),
+        ram_used_bytes=last_host.ram_used_bytes if last_host else None,
+        ram_total_bytes=last_host.ram_total_bytes if last_host else None,
+        server_rss_bytes=rss[-1] if rss else None,
+        server_rss_peak_bytes=max(rss) if rss else None,
+        prompt_tokens=counted("prompt_tokens"),
+        gen_tokens=counted("gen_tokens"),
+        energy_joules=joules,
+        energy_watts=watts,
+    )
+
+
+def _joules(snap: Optional[Snapshot]) -> Optional[float]:
+    energy = snap.energy if snap else None
+    return getattr(energy, "total_joules", None) if energy is not None else None

@@ -1,0 +1,301 @@
+"""llama-server lifecycle: find the binary and model, start in its own process group, wait until
+really ready, and stop it (SIGTERM to the group, grace period, SIGKILL, always reaped)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, List, Optional
+
+from . import registry
+from .http import HttpClient, is_ready
+from .settings import BUILT_SERVER, DEFAULT_HOST, DEFAULT_PORT, setting, state_dir
+from .utils import UserError
+
+SETUP_CMD = "./scripts/setup.sh --yes"
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass
+class ServerConfig:
+    binary: str
+    model: Optional[str] = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    ctx_size: Optional[int] = None
+    threads: Optional[int] = None
+    parallel: Optional[int] = None
+    batch_size: Optional[int] = None
+    ubatch_size: Optional[int] = None
+    n_gpu_layers: Optional[int] = None
+    no_gpu: bool = False
+    flash_attn: Optional[str] = None
+    api_key: Optional[str] = None
+    extra_args: List[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class ServerStartError(UserError):
+    """llama-server exited or never became ready."""
+
+
+def resolve_binary(explicit: Optional[str] = None) -> str:
+    """--llama-server, else LLAMA_SERVER_BIN (environment or .env), else our build, else PATH."""
+    if explicit:
+        return _check_executable(explicit, "--llama-server")
+    from_env = setting("LLAMA_SERVER_BIN")
+    if from_env:
+        return _check_executable(from_env, "LLAMA_SERVER_BIN")
+    if BUILT_SERVER.exists():
+        return _check_executable(str(BUILT_SERVER), "the local build")
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return on_path
+    raise UserError(
+        "llama-server not found (looked at --llama-server, LLAMA_SERVER_BIN, "
+        f"{BUILT_SERVER.relative_to(BUILT_SERVER.parents[3])} and PATH); build it with "
+        f"./scripts/build_llama.cpp.sh or run {SETUP_CMD}"
+    )
+
+
+def _check_executable(path: str, origin: str) -> str:
+    resolved = shutil.which(path) if os.sep not in path else path
+    if not resolved or not os.path.isfile(resolved):
+        raise UserError(f"llama-server not found at {path} (from {origin}); build it with ./scripts/build_llama.cpp.sh")
+    if not os.access(resolved, os.X_OK):
+        raise UserError(f"{resolved} (from {origin}) is not executable: chmod +x it")
+    return str(Path(resolved).absolute())
+
+
+def resolve_model(explicit: Optional[str], required: bool = True) -> Optional[str]:
+    """--model, else LLAMA_MODEL; the file must exist and be readable. Non-GGUF content only warns."""
+    model = explicit or setting("LLAMA_MODEL")
+    if not model:
+        if required:
+            raise UserError(f"no model given: pass --model FILE.gguf or set LLAMA_MODEL (run {SETUP_CMD})")
+        return None
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise UserError(f"model file not found: {path} (pass --model FILE.gguf, or run {SETUP_CMD})")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise UserError(f"model file {path} is not readable: {exc.strerror}") from exc
+    if head != GGUF_MAGIC:
+        print(
+            f"warning: {path} does not look like a GGUF model (starts with {head!r}, expected {GGUF_MAGIC!r})",
+            file=sys.stderr,
+        )
+    return str(path.absolute())
+
+
+def build_command(cfg: ServerConfig) -> List[str]:
+    cmd = [cfg.binary, "--host", cfg.host, "--port", str(cfg.port), "--metrics"]
+    if cfg.model:
+        cmd += ["-m", cfg.model]
+    options = [
+        ("-c", cfg.ctx_size),
+        ("-t", cfg.threads),
+        ("-np", cfg.parallel),
+        ("-b", cfg.batch_size),
+        ("-ub", cfg.ubatch_size),
+        ("-ngl", 0 if cfg.no_gpu else cfg.n_gpu_layers),
+        ("-fa", cfg.flash_attn),
+        ("--api-key", cfg.api_key),
+    ]
+    for flag, value in options:
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd + list(cfg.extra_args)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host if host not in ("", "localhost") else "127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _set_parent_death_signal() -> None:
+    """In the child before exec: the kernel kills the server if our process dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def log_tail(path: Path, lines: int = 12) -> List[str]:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
+    except OSError:
+        return []
+
+
+def explain_exit(code: int, log_path: Path) -> str:
+    """One message for a server that exited: the exit code plus the log lines that say why."""
+    tail = log_tail(log_path, 200)
+    errors = [line for line in tail if "failed to load model" in line or "error" in line.lower()]
+    shown = errors[-6:] if errors else tail[-8:]
+    details = "\n".join("    " + line for line in shown)
+    return f"llama-server exited with code {code} during start-up (log: {log_path})" + (
+        f"\n{details}" if details else ""
+    )
+
+
+class ManagedServer:
+    """One llama-server we start and own."""
+
+    def __init__(self, cfg: ServerConfig, allow_multi_server: bool = False) -> None:
+        self.cfg = cfg
+        self.allow_multi_server = allow_multi_server
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path: Optional[Path] = None
+        self._log_fh: Optional[IO[bytes]] = None
+        self.detached = False
+        self.started_at: Optional[float] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def base_url(self) -> str:
+        return self.cfg.base_url
+
+    @property
+    def command(self) -> List[str]:
+        return build_command(self.cfg)
+
+    def check_can_start(self) -> None:
+        from .procs import find_servers, who_listens
+
+        if port_in_use(self.cfg.host, self.cfg.port):
+            holder = who_listens(self.cfg.port)
+            who = f" by {holder}" if holder else ""
+            raise UserError(f"port {self.cfg.port} is already in use{who}; choose another with --port")
+        if not self.allow_multi_server:
+            running = find_servers()
+            if running:
+                first = running[0]
+                raise UserError(
+                    f"a llama-server is already running (pid {first.pid}, port {first.port}); stop it with "
+                    "./llama-run stop-all, reuse it, or pass --allow-multi-server"
+                )
+
+    def start(self) -> None:
+        self.check_can_start()
+        logs = state_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"llama-server-{self.cfg.port}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        self._log_fh = open(self.log_path, "wb")
+        cmd = self.command
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: terminal Ctrl-C reaches us, and we stop it
+                preexec_fn=_set_parent_death_signal,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise UserError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
+        self.started_at = time.time()
+        registry.register(
+            registry.ServerEntry(
+                pid=self.proc.pid,
+                create_time=registry.process_create_time(self.proc.pid) or self.started_at,
+                host=self.cfg.host,
+                port=self.cfg.port,
+                cmdline=cmd,
+                model=self.cfg.model,
+                log_path=str(self.log_path),
+                started_at=self.started_at,
+                owner_pid=os.getpid(),
+            )
+        )
+
+    def wait_ready(self, timeout: float, on_wait: Optional[Callable[[float], None]] = None) -> float:
+        """Block until /health and /v1/models answer 200; returns seconds waited."""
+        assert self.proc is not None and self.log_path is not None
+        client = HttpClient(self.base_url, api_key=self.cfg.api_key, timeout=2.0)
+        start = time.monotonic()
+        try:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    raise ServerStartError(explain_exit(code, self.log_path), 1)
+                if is_ready(client):
+                    return time.monotonic() - start
+                waited = time.monotonic() - start
+                if waited > timeout:
+                    raise ServerStartError(
+                        f"llama-server did not become ready within {timeout:g} s (still loading the model?); "
+                        f"raise --startup-timeout or check the log: {self.log_path}",
+                        1,
+                    )
+                if on_wait:
+                    on_wait(waited)
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def poll(self) -> Optional[int]:
+        return self.proc.poll() if self.proc else None
+
+    def detach(self) -> None:
+        """Leave the server running after we exit (it already lives in its own session)."""
+        self.detached = True
+        if self.proc:
+            registry.mark_detached(self.proc.pid)
+        self._close_log()
+
+    def stop(self, grace: float = 10.0) -> Optional[int]:
+        """SIGTERM the process group, wait `grace` s, then SIGKILL; returns the exit code."""
+        if self.proc is None or self.detached:
+            return None
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait()
+        registry.unregister(self.proc.pid)
+        self._close_log()
+        return self.proc.returncode
+
+    def _signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)  # pid == pgid thanks to start_new_session
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self.proc.send_signal(sig)
+
+    def _close_log(self) -> None:
+        if self._log_fh:
+            self._log_fh.close()
+            self._log_fh = None

@@ -1,0 +1,71 @@
+"""Small shared helpers: user-facing errors, optional dependencies, value parsing and formatting."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import ModuleType
+from typing import Optional
+
+SETUP_HINT = "run ./scripts/setup.sh (or: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt)"
+
+
+class UserError(Exception):
+    """A problem the user can fix; the CLI prints the message on one line and exits non-zero."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def require(module: str, package: Optional[str] = None, purpose: Optional[str] = None) -> ModuleType:
+    """Import an optional dependency or raise a UserError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pkg = package or module
+        why = f" (needed for {purpose})" if purpose else ""
+        raise UserError(f"missing Python package '{pkg}'{why}: pip install {pkg}, or {SETUP_HINT}", 3) from exc
+
+
+def parse_token_count(text: str) -> int:
+    """Parse '100', '1k', '1.5k', '4096' into a positive token count (k = 1000)."""
+    raw = text.strip().lower()
+    if not raw:
+        raise ValueError("empty size")
+    scale = 1
+    if raw.endswith("k"):
+        scale, raw = 1000, raw[:-1]
+    try:
+        value = float(raw) * scale
+    except ValueError:
+        raise ValueError(f"'{text}' is not a size (examples: 100, 1k, 1.5k, 4096)") from None
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise ValueError(f"'{text}' must be a whole number of tokens >= 1")
+    return int(value)
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def fmt_float(x: Optional[float], digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"

@@ -1,0 +1,1 @@
+"""Run a llama-server and watch it live (rich TUI or plain lines)."""

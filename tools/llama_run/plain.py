@@ -1,0 +1,108 @@
+"""Plain-text live stats: blocks of `[sys]` and `[tok]` lines that scripts can parse.
+
+The line format stays compatible with paq_llamacpp_studio's: `[tok] now: p_tok/s <float> g_tok/s <float>
+p_tok <int> g_tok <int>` comes first on each token line; extra fields follow it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+from tools.llama_bench.metrics import Rate
+from tools.llama_bench.monitor import Monitor, Snapshot, WindowStats, window_stats
+from tools.llama_bench.utils import fmt_bytes, fmt_float
+
+from .runner import Session
+
+WINDOWS = (("now", 0.0), ("1m", 60.0), ("15m", 900.0), ("all", None))
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.1f}%"
+
+
+def sys_line(label: str, stats: Optional[WindowStats], snap: Snapshot) -> str:
+    if stats is None:
+        return f"[sys] {label}: no data"
+    ram = f"{fmt_bytes(stats.ram_used_bytes)}/{fmt_bytes(stats.ram_total_bytes)}"
+    if stats.energy_joules is not None:
+        energy = f"energy cpu {stats.energy_joules:.1f} J ({fmt_float(stats.energy_watts)} W)"
+    else:
+        energy = snap.energy_text or "energy unavailable"
+        if not energy.startswith("energy"):
+            energy = f"energy {energy}"
+    return (
+        f"[sys] {label}: cpu {_pct(stats.host_cpu)} ram {ram} srv_cpu {_pct(stats.server_cpu)} "
+        f"srv_rss {fmt_bytes(stats.server_rss_bytes)} {energy}"
+    )
+
+
+def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], snap: Snapshot, idle: bool) -> str:
+    p = rate.prompt_tps if rate and rate.prompt_tps is not None else 0.0
+    g = rate.gen_tps if rate and rate.gen_tps is not None else 0.0
+    p_tok = stats.prompt_tokens if stats and stats.prompt_tokens is not None else 0
+    g_tok = stats.gen_tokens if stats and stats.gen_tokens is not None else 0
+    line = f"[tok] {label}: p_tok/s {p:.2f} g_tok/s {g:.2f} p_tok {p_tok} g_tok {g_tok}"
+    if label == "now":
+        if rate is None or rate.gen_tps is None:
+            line += " (first sample)"
+        else:
+            line += " (idle, last burst)" if idle else " (active)"
+        busy = f"{snap.slots.busy}/{snap.slots.total}" if snap.slots else "-"
+        fill = f"{snap.slots.ctx_fill * 100:.0f}%" if snap.slots and snap.slots.ctx_fill is not None else "-"
+        line += (
+            f" req {fmt_float(snap.requests_processing, 0)} deferred {fmt_float(snap.requests_deferred, 0)}"
+            f" slots {busy} ctx {fill}"
+        )
+    return line
+
+
+def format_block(snapshots: List[Snapshot]) -> List[str]:
+    snap = snapshots[-1]
+    lines: List[str] = []
+    if snap.error:
+        lines.append(f"[warn] {snap.error}")
+    stats = {label: window_stats(snapshots, secs) for label, secs in WINDOWS}
+    for label, _ in WINDOWS:
+        lines.append(sys_line(label, stats[label], snap))
+    rates = snap.rates
+    by_label = {"now": rates.now, "1m": rates.m1, "15m": rates.m15, "all": rates.all} if rates else {}
+    for label, _ in WINDOWS:
+        lines.append(tok_line(label, by_label.get(label), stats[label], snap, bool(rates and rates.now_idle)))
+    for gpu in snap.gpus:
+        lines.append(
+            f"[gpu] {gpu.index}: util {_pct(gpu.util_percent)} vram {fmt_bytes(gpu.mem_used_bytes)}/"
+            f"{fmt_bytes(gpu.mem_total_bytes)} power {fmt_float(gpu.power_w)} W"
+        )
+    return lines
+
+
+def run_plain(session: Session) -> str:
+    """Sample every interval and print a block every stats interval; returns why it stopped."""
+    server = session.server
+    monitor = Monitor(server.base_url, session.interval, api_key=server.cfg.api_key, pid=server.pid)
+    try:
+        next_sample = next_print = time.monotonic()
+        while True:
+            if server.poll() is not None:
+                return "server-exit"
+            if session.duration_over():
+                return "duration"
+            monitor.sample()
+            now = time.monotonic()
+            if now >= next_print:
+                print("\n".join(format_block(monitor.snapshots())), flush=True)
+                next_print += session.stats_interval
+                if next_print < now:
+                    next_print = now + session.stats_interval
+            next_sample += session.interval
+            delay = next_sample - time.monotonic()
+            if session.deadline is not None:
+                delay = min(delay, session.deadline - time.monotonic())
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_sample = time.monotonic()
+    finally:
+        monitor.stop()
