@@ -259,14 +259,16 @@ def window_stats(snapshots: List[Snapshot], seconds: Optional[float]) -> Optiona
     if not snapshots:
         return None
     last = snapshots[-1]
-    start = (
-        0
-        if seconds is None
-        else next(
-            (i for i, s in enumerate(snapshots) if s.elapsed >= last.elapsed - seconds - 1e-9), len(snapshots) - 1
-        )
-    )
-    # The snapshot just before the window is the baseline for counters (tokens, joules).
+    # The baseline is the newest snapshot at or before the window's start (for a zero-length window,
+    # "now", the one before the last); counters (tokens, joules) are differences against it.
+    if seconds is None:
+        start = 0
+    elif seconds <= 0:
+        start = len(snapshots) - 1
+    else:
+        cutoff = last.elapsed - seconds + 1e-9
+        start = next((i for i in range(len(snapshots) - 1, -1, -1) if snapshots[i].elapsed <= cutoff), -1) + 1
+        start = min(start, len(snapshots) - 1)
     base = snapshots[start - 1] if start > 0 else None
     window = snapshots[start:]
     host = [s.host for s in window if s.host]

@@ -1,0 +1,84 @@
+"""The plain-mode stat blocks: line prefixes and field order that scripts rely on."""
+
+from __future__ import annotations
+
+import re
+
+from tools.llama_bench.metrics import Rate, RateSet, SlotsSummary
+from tools.llama_bench.monitor import HostStats, ProcessStats, Snapshot, window_stats
+from tools.llama_run.plain import format_block
+
+TOK = re.compile(r"^\[tok\] (now|1m|15m|all): p_tok/s \d+\.\d+ g_tok/s \d+\.\d+ p_tok \d+ g_tok \d+")
+
+
+def snap(elapsed: float, prompt: int, gen: int, now: Rate, idle: bool, cpu: float = 10.0) -> Snapshot:
+    rates = RateSet(
+        now=now, now_idle=idle, m1=Rate(1.0, 2.0), m15=Rate(1.0, 2.0), all=Rate(1.0, 2.0),
+        prompt_tokens=prompt, gen_tokens=gen, prompt_tokens_total=prompt, gen_tokens_total=gen,
+    )  # fmt: skip
+    return Snapshot(
+        wall=1000.0 + elapsed,
+        elapsed=elapsed,
+        rates=rates,
+        requests_processing=0.0,
+        requests_deferred=0.0,
+        slots=SlotsSummary(total=4, busy=1, ctx_fill=0.25),
+        process=ProcessStats(cpu_percent=cpu, rss_bytes=100 << 20),
+        host=HostStats(cpu_percent=cpu, ram_used_bytes=1 << 30, ram_total_bytes=8 << 30),
+        energy_text="energy cpu unavailable: no RAPL",
+    )
+
+
+def test_block_has_four_sys_and_four_tok_lines_in_order():
+    snaps = [snap(0, 0, 0, Rate(None, None), False), snap(1, 10, 50, Rate(10.0, 50.0), False)]
+    lines = format_block(snaps)
+    prefixes = [line.split(":")[0] for line in lines]
+    assert prefixes == [
+        "[sys] now",
+        "[sys] 1m",
+        "[sys] 15m",
+        "[sys] all",
+        "[tok] now",
+        "[tok] 1m",
+        "[tok] 15m",
+        "[tok] all",
+    ]
+    for line in lines[4:]:
+        assert TOK.match(line), line
+    assert "p_tok/s 10.00 g_tok/s 50.00 p_tok 10 g_tok 50 (active)" in lines[4]
+    assert "slots 1/4 ctx 25%" in lines[4]
+    assert "energy cpu unavailable: no RAPL" in lines[0]
+
+
+def test_idle_now_line_keeps_the_last_burst_rate():
+    snaps = [snap(0, 0, 0, Rate(0.0, 0.0), True), snap(1, 10, 80, Rate(20.0, 80.0), True)]
+    now_line = format_block(snaps)[4]
+    assert "g_tok/s 80.00" in now_line and "(idle, last burst)" in now_line
+
+
+def test_first_sample_is_marked_and_prints_zeros():
+    now_line = format_block([snap(0, 0, 0, Rate(None, None), False)])[4]
+    assert TOK.match(now_line) and "(first sample)" in now_line
+
+
+def test_window_counts_tokens_since_the_sample_before_the_window():
+    snaps = [snap(t, prompt=t * 10, gen=t * 100, now=Rate(1.0, 1.0), idle=False) for t in range(0, 200)]
+    one_minute = window_stats(snaps, 60.0)
+    assert one_minute is not None
+    assert one_minute.gen_tokens == 6000 and one_minute.prompt_tokens == 600
+    everything = window_stats(snaps, None)
+    assert everything.gen_tokens == 199 * 100
+
+
+def test_window_averages_cpu_and_reports_peak_rss():
+    snaps = [snap(0, 0, 0, Rate(None, None), False, cpu=10.0), snap(1, 0, 0, Rate(0, 0), True, cpu=30.0)]
+    stats = window_stats(snaps, None)
+    assert stats.host_cpu == 20.0 and stats.server_rss_peak_bytes == 100 << 20
+
+
+def test_missing_rates_and_sensors_still_format():
+    bare = Snapshot(wall=0, elapsed=0, rates=None, requests_processing=None, requests_deferred=None, slots=None,
+                    process=None, host=None, error="server unreachable: connection refused")  # fmt: skip
+    lines = format_block([bare])
+    assert lines[0] == "[warn] server unreachable: connection refused"
+    assert all(TOK.match(x) for x in lines if x.startswith("[tok]"))

@@ -1,0 +1,123 @@
+"""Finding llama-server and the model, and the command line we start it with."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tools.llama_bench import server
+from tools.llama_bench.server import ServerConfig, build_command, port_in_use, resolve_binary, resolve_model
+from tools.llama_bench.utils import UserError
+
+
+def make_exe(path: Path) -> Path:
+    path.write_text("#!/bin/sh\n", encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def test_command_always_enables_metrics_and_maps_every_flag():
+    cfg = ServerConfig(
+        binary="/bin/llama-server", model="/m.gguf", host="0.0.0.0", port=9000, ctx_size=4096, threads=8,
+        parallel=2, batch_size=1024, ubatch_size=256, n_gpu_layers=99, flash_attn="on", api_key="k",
+        extra_args=["--cache-type-k", "q8_0"],
+    )  # fmt: skip
+    cmd = build_command(cfg)
+    assert cmd[:6] == ["/bin/llama-server", "--host", "0.0.0.0", "--port", "9000", "--metrics"]
+    joined = " ".join(cmd)
+    for part in ("-m /m.gguf", "-c 4096", "-t 8", "-np 2", "-b 1024", "-ub 256", "-ngl 99", "-fa on", "--api-key k"):
+        assert part in joined
+    assert cmd[-2:] == ["--cache-type-k", "q8_0"]
+    assert cfg.base_url == "http://127.0.0.1:9000"  # a wildcard bind is reached through loopback
+
+
+def test_no_gpu_forces_zero_gpu_layers_even_when_layers_are_given():
+    cmd = build_command(ServerConfig(binary="b", n_gpu_layers=99, no_gpu=True))
+    assert cmd[cmd.index("-ngl") + 1] == "0"
+
+
+def test_unset_options_are_left_to_llama_server_defaults():
+    cmd = build_command(ServerConfig(binary="b"))
+    assert cmd == ["b", "--host", "127.0.0.1", "--port", "11433", "--metrics"]
+
+
+def test_binary_lookup_order_flag_then_env_then_build_then_path(tmp_path, monkeypatch):
+    flag_bin = make_exe(tmp_path / "flag-server")
+    env_bin = make_exe(tmp_path / "env-server")
+    built = make_exe(tmp_path / "built-server")
+    path_dir = tmp_path / "path"
+    path_dir.mkdir()
+    path_bin = make_exe(path_dir / "llama-server")
+    monkeypatch.setattr(server, "BUILT_SERVER", built)
+    monkeypatch.setenv("PATH", str(path_dir))
+    monkeypatch.setenv("LLAMA_SERVER_BIN", str(env_bin))
+    assert resolve_binary(str(flag_bin)) == str(flag_bin)
+    assert resolve_binary(None) == str(env_bin)
+    monkeypatch.delenv("LLAMA_SERVER_BIN")
+    assert resolve_binary(None) == str(built)
+    monkeypatch.setattr(server, "BUILT_SERVER", tmp_path / "missing")
+    assert resolve_binary(None) == str(path_bin)
+
+
+def test_missing_binary_error_names_what_was_searched_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(server, "BUILT_SERVER", tmp_path / "a" / "b" / "c" / "d" / "llama-server")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError) as err:
+        resolve_binary(None)
+    message = str(err.value)
+    assert "LLAMA_SERVER_BIN" in message and "PATH" in message and "build_llama.cpp.sh" in message
+
+
+def test_non_executable_binary_is_a_clear_error(tmp_path):
+    plain = tmp_path / "llama-server"
+    plain.write_text("", encoding="utf-8")
+    with pytest.raises(UserError, match="not executable"):
+        resolve_binary(str(plain))
+
+
+def test_model_must_exist(tmp_path):
+    with pytest.raises(UserError, match="model file not found"):
+        resolve_model(str(tmp_path / "nope.gguf"))
+
+
+def test_model_is_required_unless_told_otherwise():
+    with pytest.raises(UserError, match="no model given"):
+        resolve_model(None)
+    assert resolve_model(None, required=False) is None
+
+
+def test_non_gguf_model_only_warns(tmp_path, capsys):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello", encoding="utf-8")
+    assert resolve_model(str(bad)) == str(bad)
+    assert "does not look like a GGUF model" in capsys.readouterr().err
+
+
+def test_gguf_model_passes_silently(tmp_path, capsys):
+    good = tmp_path / "m.gguf"
+    good.write_bytes(b"GGUF\x03\x00\x00\x00")
+    assert resolve_model(str(good)) == str(good)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_model_is_a_clear_error(tmp_path):
+    locked = tmp_path / "m.gguf"
+    locked.write_bytes(b"GGUF")
+    locked.chmod(0)
+    with pytest.raises(UserError, match="not readable"):
+        resolve_model(str(locked))
+
+
+def test_port_in_use_detects_a_listener():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert port_in_use("127.0.0.1", sock.getsockname()[1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    assert not port_in_use("127.0.0.1", free)
