@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import unittest
 from pathlib import Path
@@ -89,7 +90,8 @@ class E2EAcceptanceTests(unittest.TestCase):
         port = free_port()
         live = self.start_run(port, "--", "--crash-after", "0")
         self.assertTrue(live.wait_for("[tok] now:", 30), live.text())
-        http("POST", f"http://127.0.0.1:{port}/completion", {"prompt": "x", "n_predict": 4}, timeout=5)
+        with self.assertRaises(OSError):  # the server dies mid-request
+            http("POST", f"http://127.0.0.1:{port}/completion", {"prompt": "x", "n_predict": 4}, timeout=5)
         self.assertNotEqual(live.finish(30), 0)
         self.assertIn("llama-server exited with code", live.text())
 
@@ -127,7 +129,9 @@ class E2EAcceptanceTests(unittest.TestCase):
             holder.bind(("127.0.0.1", 0))
             holder.listen()
             port = holder.getsockname()[1]
-            res = run_cli(LLAMA_RUN, "run", "--llama-server", str(FAKE_SERVER), "--model", self.model, "--port", str(port))
+            res = run_cli(
+                LLAMA_RUN, "run", "--llama-server", str(FAKE_SERVER), "--model", self.model, "--port", str(port)
+            )
         self.assertEqual(res.returncode, 2)
         self.assertIn(f"port {port} is already in use", res.stderr)
         self.assertIn("python", res.stderr)  # the holder, as far as the OS tells us
@@ -220,7 +224,9 @@ class StopAllTests(unittest.TestCase):
     def test_stop_all_stops_external_server_and_spares_a_decoy(self) -> None:
         port = free_port()
         # A decoy: an unrelated program whose *arguments* mention llama-server.
-        decoy = subprocess.Popen(["sleep", "60", "llama-server", "--port", str(port)])
+        decoy = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "llama-server", "--port", str(port)]
+        )
         self.addCleanup(decoy.kill)
         with running_server(port) as server:
             dry = run_cli(LLAMA_RUN, "stop-all", "--dry-run")

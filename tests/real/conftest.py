@@ -1,6 +1,7 @@
 """The real tier: a llama-server built by scripts/build_llama.cpp.sh and the default model.
 
-Every module here sets `pytestmark = pytest.mark.real`. Missing prerequisites fail loudly (CI must never silently skip this tier); LLAMA_STUDIO_SKIP_REAL=1 skips it.
+Every module here sets `pytestmark = pytest.mark.real`. Missing prerequisites fail loudly
+(CI must never silently skip this tier); LLAMA_STUDIO_SKIP_REAL=1 skips it.
 """
 
 from __future__ import annotations

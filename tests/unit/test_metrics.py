@@ -357,10 +357,11 @@ def test_slots_summary_counts_busy_slots_and_context_in_use():
     assert summary.total == 4
     assert summary.busy == 2
     assert summary.n_ctx_per_slot == 1024
-    assert summary.ctx_used == 428
-    assert summary.ctx_fill == pytest.approx(428 / 2048)
+    # Current llama-server counts generated tokens into n_prompt_tokens: they are not added twice.
+    assert summary.ctx_used == 400
+    assert summary.ctx_fill == pytest.approx(400 / 2048)
     assert summary.n_decoded == 28
-    assert summary.slots_used == [128, 0, 300, 0]
+    assert summary.slots_used == [100, 0, 300, 0]
 
 
 def test_slots_summary_of_idle_server_is_empty_context():
@@ -381,11 +382,11 @@ def test_slots_summary_tolerates_older_formats_and_missing_keys():
     summary = summarize_slots([old, bare, "junk"])
     assert summary.total == 2
     assert summary.busy == 2
-    assert summary.ctx_used == 15
-    assert summary.ctx_fill == pytest.approx(15 / 512)
+    assert summary.ctx_used == 10
+    assert summary.ctx_fill == pytest.approx(10 / 512)
 
 
 def test_slot_usage_is_capped_at_its_context_size():
-    summary = summarize_slots([slot(0, True, 1000, 100, n_ctx=1024)])
+    summary = summarize_slots([slot(0, True, 2000, 100, n_ctx=1024)])
     assert summary.ctx_used == 1024
     assert summary.ctx_fill == pytest.approx(1.0)

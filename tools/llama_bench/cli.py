@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import __version__
+from . import __version__, bench_args
 from .server_args import positive_float, split_extra_args
 from .settings import DEFAULT_INTERVAL
 from .entry import run_cli
@@ -23,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    try:
-        from . import bench_args
-    except ImportError:  # the benchmark commands are optional at start-up; monitor works without them
-        bench_args = None  # type: ignore[assignment]
-    if bench_args is not None:
-        bench_args.register(sub)
+    bench_args.register(sub)
 
     mon = sub.add_parser("monitor", help="sample a running server's /metrics, /slots and host stats")
     mon.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:11433")

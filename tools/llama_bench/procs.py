@@ -6,7 +6,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import registry
 
@@ -69,8 +69,10 @@ def find_servers() -> List[ServerProcess]:
     ours: Dict[int, registry.ServerEntry] = {e.pid: e for e in registry.entries()}
     uid = os.getuid() if hasattr(os, "getuid") else None
     found: List[ServerProcess] = []
-    for proc in psutil.process_iter(["pid", "name", "exe", "cmdline", "uids", "create_time"]):
+    for proc in psutil.process_iter(["pid", "name", "exe", "cmdline", "uids", "create_time", "status"]):
         info = proc.info
+        if info.get("status") == psutil.STATUS_ZOMBIE:
+            continue  # already exited; only its parent's missing wait() keeps it listed
         cmdline = info.get("cmdline") or []
         entry = ours.get(info["pid"])
         if entry is None and not _is_server(info.get("name") or "", info.get("exe"), cmdline):
@@ -114,22 +116,36 @@ def stop_process(pid: int, create_time: float, grace: float = 10.0) -> StopResul
         return StopResult(pid, "gone")
     except psutil.AccessDenied:
         return StopResult(pid, "failed: permission denied")
-    try:
-        proc.wait(timeout=grace)
+    if _wait_gone(proc, grace):
         outcome = "stopped"
-    except psutil.TimeoutExpired:
+    else:
         try:
             proc.kill()
-            proc.wait(timeout=5)
-            outcome = "killed"
         except psutil.NoSuchProcess:
-            outcome = "stopped"
-        except (psutil.AccessDenied, psutil.TimeoutExpired) as exc:
-            return StopResult(pid, f"failed: {type(exc).__name__}")
-    except psutil.NoSuchProcess:
-        outcome = "stopped"
+            pass
+        except psutil.AccessDenied:
+            return StopResult(pid, "failed: permission denied")
+        if not _wait_gone(proc, 5.0):
+            return StopResult(pid, "failed: still running after SIGKILL")
+        outcome = "killed"
     registry.unregister(pid)
     return StopResult(pid, outcome)
+
+
+def _wait_gone(proc: Any, timeout: float) -> bool:
+    """True once the process has exited; a zombie (exited, not yet reaped by its parent) counts."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def who_listens(port: int) -> Optional[str]:

@@ -202,7 +202,8 @@ class ManagedServer:
                     "./llama-run stop-all, reuse it, or pass --allow-multi-server"
                 )
 
-    def start(self) -> None:
+    def start(self, die_with_us: bool = True) -> None:
+        """Start the server; unless `die_with_us` is False (--detach), it is killed if we die."""
         self.check_can_start()
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,7 @@ class ManagedServer:
                 stdout=self._log_fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: terminal Ctrl-C reaches us, and we stop it
-                preexec_fn=_set_parent_death_signal,
+                preexec_fn=_set_parent_death_signal if die_with_us else None,
             )
         except OSError as exc:
             self._close_log()

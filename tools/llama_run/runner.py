@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, extra: List[str]) -> int:
     user_stop = True
     try:
         print(f"Starting llama-server: {' '.join(server.command)}", flush=True)
-        server.start()
+        server.start(die_with_us=not args.detach)
         print(f"  pid {server.pid}, log {server.log_path}", flush=True)
         waited = server.wait_ready(args.startup_timeout, on_wait=_loading_notice())
         print(f"llama-server ready at {server.base_url} after {waited:.1f} s", flush=True)
