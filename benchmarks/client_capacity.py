@@ -16,56 +16,17 @@ import argparse
 import asyncio
 import os
 import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.helpers import FAKE_SERVER, free_port, running_server  # noqa: E402
 from tools.llama_bench.client import RequestRecord, RequestSpec, StreamClient  # noqa: E402
-
-FAKE = REPO / "tests" / "bin" / "llama-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_fake(port: int, streams: int, interval_ms: float) -> subprocess.Popen:
-    cmd = [str(FAKE), "--host", "127.0.0.1", "--port", str(port), "-c", "65536", "-np", str(streams)]
-    cmd += ["--token-interval-ms", str(interval_ms), "--prompt-tps", "1000000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"fake llama-server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    stop(proc)
-    raise SystemExit("fake llama-server did not become ready")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def cpu_seconds() -> float:
@@ -90,9 +51,11 @@ async def one_round(url: str, streams: int, tokens: int) -> Tuple[List[RequestRe
 
 def phase(streams: int, tokens: int, rounds: int, interval_ms: float) -> List[Tuple[float, float, float]]:
     port = free_port()
-    proc = start_fake(port, streams, interval_ms)
+    flags = ["-c", "65536", "-np", str(streams), "--token-interval-ms", str(interval_ms), "--prompt-tps", "1000000"]
     results = []
-    try:
+    with running_server(port, *flags, binary=FAKE_SERVER, ready_timeout=30) as proc:
+        if proc.poll() is not None:
+            raise SystemExit(f"fake llama-server exited with code {proc.returncode}")
         for rnd in range(rounds):
             records, wall, cpu = asyncio.run(one_round(f"http://127.0.0.1:{port}", streams, tokens))
             failed = [r for r in records if not r.ok]
@@ -106,8 +69,6 @@ def phase(streams: int, tokens: int, rounds: int, interval_ms: float) -> List[Tu
             )
             if failed:
                 print(f"    first error: {failed[0].error}")
-    finally:
-        stop(proc)
     return results
 
 
@@ -117,8 +78,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=1500, help="tokens per stream")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    if not os.access(FAKE, os.X_OK):
-        print(f"missing {FAKE}", file=sys.stderr)
+    if not os.access(FAKE_SERVER, os.X_OK):
+        print(f"missing {FAKE_SERVER}", file=sys.stderr)
         return 2
     print(f"phase 1: --token-interval-ms 0 (as fast as the fake can stream), {args.streams} streams")
     results = phase(args.streams, args.tokens, args.rounds, 0.0)

@@ -16,55 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = REPO / "tests" / "bin" / "llama-server"
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import FAKE_SERVER, free_port, running_server  # noqa: E402
+
 SIZES = (400, 2000)
 GEN = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_fake(port: int, interval_ms: float, prompt_tps: float) -> subprocess.Popen:
-    cmd = [str(FAKE), "--host", "127.0.0.1", "--port", str(port), "-c", "8192", "--metrics"]
-    cmd += ["--token-interval-ms", str(interval_ms), "--prompt-tps", str(prompt_tps)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"fake llama-server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    stop(proc)
-    raise SystemExit("fake llama-server did not become ready")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def raw_request(port: int, size: int) -> Tuple[float, List[float], float]:
@@ -123,16 +90,17 @@ def main() -> int:
     ap.add_argument("--prompt-tps", type=float, default=4000.0)
     ap.add_argument("--requests", type=int, default=5, help="measured requests per prompt size")
     args = ap.parse_args()
-    if not os.access(FAKE, os.X_OK):
-        print(f"missing {FAKE}", file=sys.stderr)
+    if not os.access(FAKE_SERVER, os.X_OK):
+        print(f"missing {FAKE_SERVER}", file=sys.stderr)
         return 2
     port = free_port()
-    proc = start_fake(port, args.interval_ms, args.prompt_tps)
-    try:
+    flags = ["-c", "8192", "--metrics", "--token-interval-ms", str(args.interval_ms)]
+    flags += ["--prompt-tps", str(args.prompt_tps)]
+    with running_server(port, *flags, binary=FAKE_SERVER, ready_timeout=30) as proc:
+        if proc.poll() is not None:
+            raise SystemExit(f"fake llama-server exited with code {proc.returncode}")
         result = run_benchmark(port, args.requests)
         raw = run_raw(port, args.requests)
-    finally:
-        stop(proc)
 
     reqs = [r for r in result["requests"] if not r["warmup"]]
     bad = [r for r in reqs if not r["ok"]]

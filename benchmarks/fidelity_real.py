@@ -20,18 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import free_port, running_server  # noqa: E402
+
 SERVER = Path(os.environ.get("LLAMA_STUDIO_REAL_SERVER", REPO / "build/llama.cpp/build/bin/llama-server"))
 LLAMA_BENCH_CPP = SERVER.parent / "llama-bench"
 MODEL = Path(os.environ.get("LLAMA_STUDIO_REAL_MODEL", REPO / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -42,37 +42,6 @@ class RoundFailed(Exception):
     pass
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama-server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("llama-server did not become ready")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def mean(values: List[Optional[float]]) -> Optional[float]:
     data = [v for v in values if v is not None]
     return statistics.fmean(data) if data else None
@@ -80,11 +49,10 @@ def mean(values: List[Optional[float]]) -> Optional[float]:
 
 def run_ours(threads: int, requests: int) -> Dict[str, Any]:
     port = free_port()
-    cmd = [str(SERVER), "-m", str(MODEL), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads)]
-    cmd += ["-c", "2048", "-np", "1", "--metrics"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_ready(port, proc)
+    flags = ["-m", str(MODEL), "-t", str(threads), "-c", "2048", "-np", "1", "--metrics"]
+    with running_server(port, *flags, binary=SERVER, ready_timeout=120) as proc:
+        if proc.poll() is not None:
+            raise SystemExit(f"llama-server exited with code {proc.returncode}")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "r.json"
             bench = [str(REPO / "llama-bench"), "benchmark", "--endpoint", f"http://127.0.0.1:{port}"]
@@ -95,8 +63,6 @@ def run_ours(threads: int, requests: int) -> Dict[str, Any]:
             if res.returncode != 0:
                 raise RoundFailed(f"llama-bench benchmark failed ({res.returncode}): {res.stderr.strip()[-300:]}")
             return json.loads(out.read_text(encoding="utf-8"))
-    finally:
-        stop(proc)
 
 
 def run_llama_bench(threads: int, extra: List[str]) -> List[Dict[str, Any]]:

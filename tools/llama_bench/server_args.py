@@ -4,7 +4,7 @@ in `llama-run` and `llama-bench`), and their translation into a ServerConfig."""
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT, int_setting, setting
 
@@ -19,34 +19,29 @@ def port_type(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, cast: type, minimum: float, strict: bool) -> Any:
+    """Parse `text` with `cast` and require > minimum (strict) or >= minimum; argparse shows the message."""
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+    kind = "a whole number" if cast is int else "a number"
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected a whole number >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a whole number >= 1")
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected {kind} {bound}") from None
+    if not (value > minimum if strict else value >= minimum) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value {text}: expected {kind} {bound}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return int(_number(text, int, 1, strict=False))
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected a whole number >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a whole number >= 0")
-    return value
+    return int(_number(text, int, 0, strict=False))
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected a number > 0") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid value {text}: expected a number > 0")
-    return value
+    return float(_number(text, float, 0, strict=True))
 
 
 def add_endpoint_args(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,9 @@ from tools.llama_bench.server import ManagedServer
 from tools.llama_bench.server_args import config_from_args
 
 
-class StopRequested(Exception):
-    """SIGTERM or SIGHUP asked us to stop (handled like Ctrl-C)."""
+class StopRequested(BaseException):
+    """SIGTERM or SIGHUP asked us to stop (handled like Ctrl-C). A BaseException, like KeyboardInterrupt,
+    so that best-effort `except Exception` blocks in the sampling code cannot swallow it."""
 
 
 @dataclass
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace, extra: List[str]) -> int:
         if server.proc is not None and not server.detached:
             died = server.poll() is not None
             code = server.stop()
-            print(f"llama-server exited with code {code}", flush=True)
+            how = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
+            print(f"llama-server exited with code {code}{how}", flush=True)
             if died and user_stop is False and code not in (None, 0):
                 return code if code > 0 else 1
     return 0 if user_stop else 1
