@@ -60,6 +60,12 @@ def test_bad_prompt_sizes_give_one_line_and_exit_2(sizes: str, tmp_path: Path) -
     assert "--prompt-sizes" in one_error_line(res)
 
 
+def start_args(model_file: Path, port: int) -> list:
+    """`bench` arguments that make it start its own fake llama-server on `port`."""
+    server = ["--llama-server", str(FAKE_SERVER), "--model", str(model_file)]
+    return ["bench", *server, "--port", str(port), "--allow-multi-server"]
+
+
 def test_negative_size_as_a_separate_argument_is_rejected_too() -> None:
     res = run_cli(LLAMA_BENCH, "benchmark", "--prompt-sizes", "-5", "--endpoint", "http://127.0.0.1:9")
     assert res.returncode == 2
@@ -318,14 +324,7 @@ def test_bench_starts_a_server_and_stops_it_afterwards(tmp_path: Path, model_fil
     out = tmp_path / "r.json"
     res = run_cli(
         LLAMA_BENCH,
-        "bench",
-        "--llama-server",
-        str(FAKE_SERVER),
-        "--model",
-        str(model_file),
-        "--port",
-        str(port),
-        "--allow-multi-server",
+        *start_args(model_file, port),
         "--prompt-sizes",
         "100,200",
         "--max-output-tokens",
@@ -350,14 +349,7 @@ def test_bench_stops_the_server_it_started_on_ctrl_c(tmp_path: Path, model_file:
     live = LiveOutput(
         spawn_cli(
             LLAMA_BENCH,
-            "bench",
-            "--llama-server",
-            str(FAKE_SERVER),
-            "--model",
-            str(model_file),
-            "--port",
-            str(port),
-            "--allow-multi-server",
+            *start_args(model_file, port),
             "--prompt-sizes",
             "100,200",
             "--max-output-tokens",
@@ -387,14 +379,7 @@ def test_bench_start_failure_is_reported_and_nothing_is_left(tmp_path: Path, mod
     port = free_port()
     res = run_cli(
         LLAMA_BENCH,
-        "bench",
-        "--llama-server",
-        str(FAKE_SERVER),
-        "--model",
-        str(model_file),
-        "--port",
-        str(port),
-        "--allow-multi-server",
+        *start_args(model_file, port),
         "--prompt-sizes",
         "100",
         "--",
