@@ -1,7 +1,7 @@
 """How many streamed chunks per second the benchmark client sustains, and the CPU it uses doing so.
 
 Starts the fake llama-server (tests/bin/llama-server) with --token-interval-ms 0, sends 64
-concurrent streaming /completion requests through tools.llama_bench.client, and prints chunks/s,
+concurrent streaming /completion requests through tools.llama_bench.bench.client, and prints chunks/s,
 the client's CPU time (user+sys of this process) and chunks per client CPU-second. Goal: >= 20,000
 chunks/s with the client using <= 1 core. The client and the fake server share this machine's
 cores, so chunks per client CPU-second is the client's capacity when the server is the limit.
@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.helpers import FAKE_SERVER, free_port, running_server  # noqa: E402
-from tools.llama_bench.client import RequestRecord, RequestSpec, StreamClient  # noqa: E402
+from tools.llama_bench.bench.client import StreamClient  # noqa: E402
+from tools.llama_bench.bench.records import Api, RequestRecord, RequestSpec  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -37,12 +38,12 @@ def cpu_seconds() -> float:
 async def one_round(url: str, streams: int, tokens: int) -> Tuple[List[RequestRecord], float, float]:
     async with StreamClient(url, timeout=120, max_connections=streams + 4) as client:
         specs = [
-            RequestSpec(i, "completion", {"prompt": [1, 2, 3, 4], "n_predict": tokens, "stream": True}, 4, tokens)
+            RequestSpec(i, Api.COMPLETION, {"prompt": [1, 2, 3, 4], "n_predict": tokens, "stream": True}, 4, tokens)
             for i in range(streams)
         ]
         # Warm the connection pool so connection set-up is not part of the measurement.
         await asyncio.gather(
-            *(client.send(RequestSpec(0, "completion", {**s.body, "n_predict": 2}, 4, 2)) for s in specs)
+            *(client.send(RequestSpec(0, Api.COMPLETION, {**s.body, "n_predict": 2}, 4, 2)) for s in specs)
         )
         cpu0, t0 = cpu_seconds(), time.monotonic()
         records = await asyncio.gather(*(client.send(s) for s in specs))

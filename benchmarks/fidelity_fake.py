@@ -139,7 +139,7 @@ def main() -> int:
         server_prompt = statistics.median(r["server_prompt_ms"] for r in cell if r["server_prompt_ms"] is not None)
         print(f"{'  server timings.prompt_ms':28} {prefill:9.3f} {'':9} {server_prompt:9.3f} {'':9} ", end="")
         print(f"{server_prompt - prefill:+9.3f}")
-    exact = all(r["prompt_tokens"] == r["prompt_tokens_requested"] and r["output_tokens"] == GEN for r in ok)
+    exact = all(r["prompt_tokens_reported"] == r["prompt_tokens_requested"] and r["output_tokens"] == GEN for r in ok)
     print(f"prompt tokens == requested and output == {GEN} for every request: {exact}")
     return 0 if not bad else 1
 

@@ -107,7 +107,9 @@ def main() -> int:
             result = run_ours(args.threads, args.requests)
         reqs = [r for r in result["requests"] if not r["warmup"] and r["ok"]]
         n_reqs += len(reqs)
-        all_prompt_ok &= all(r["prompt_tokens"] == r["prompt_tokens_requested"] == r["server_prompt_n"] for r in reqs)
+        all_prompt_ok &= all(
+            r["prompt_tokens_reported"] == r["prompt_tokens_requested"] == r["server_prompt_n"] for r in reqs
+        )
         all_gen_ok &= all(r["output_tokens"] == GEN for r in reqs)
         long = [r for r in reqs if r["prompt_tokens_requested"] == PROMPT]
         short = [r for r in reqs if r["prompt_tokens_requested"] == SHORT]

@@ -12,7 +12,8 @@ def isolated_state(tmp_path_factory, monkeypatch):
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("LLAMA_STUDIO_STATE_DIR", str(state))
     monkeypatch.setenv("LLAMA_STUDIO_DOTENV", os.devnull)
-    for name in ("LLAMA_SERVER_BIN", "LLAMA_MODEL", "LLAMA_PORT", "LLAMA_API_KEY", "OPENAI_API_KEY"):
+    for name in ("LLAMA_SERVER_BIN", "LLAMA_MODEL", "LLAMA_HOST", "LLAMA_PORT", "LLAMA_CTX_SIZE", "LLAMA_THREADS",
+                 "LLAMA_API_KEY", "LLAMA_ARG_API_KEY", "OPENAI_API_KEY"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     yield state
 

@@ -57,13 +57,13 @@ def test_prompt_lengths_are_exact_and_generation_is_complete(
     assert len(measured) == 2 * 2 * len(sizes)
     for rec in measured:
         assert rec["ok"], rec
-        assert rec["prompt_tokens"] == rec["prompt_tokens_requested"], rec
+        assert rec["prompt_tokens_reported"] == rec["prompt_tokens_requested"], rec
         assert rec["server_prompt_n"] == rec["prompt_tokens_requested"], rec
         assert not rec["prompt_mismatch"] and rec["cache_n"] == 0
         assert rec["output_tokens"] == 24 and rec["output_tokens_source"] in ("usage", "timings")
         assert len(rec["itl_ms"]) == rec["content_chunks"] - 1
         assert rec["ttft_ms"] > 0 and rec["tpot_ms"] > 0
-    assert {c["prompt_tokens"] for c in result["cells"]} == set(sizes)
+    assert {c["prompt_size"] for c in result["cells"]} == set(sizes)
     assert all(c["status"] == "done" and not c["checks"]["prompt_mismatches"] for c in result["cells"])
     server = result["environment"]["server"]
     assert server["is_llamacpp"] and server["n_ctx"] and server["build_info"]
@@ -86,7 +86,7 @@ def test_a_size_beyond_the_context_is_skipped_with_its_reason(tmp_path, real_ser
             "--jsonl",
             str(tmp_path / "s.jsonl"),
         )
-    cells = {c["prompt_tokens"]: c for c in result["cells"]}
+    cells = {c["prompt_size"]: c for c in result["cells"]}
     assert cells[50]["status"] == "done"
     assert cells[5000]["status"] == "skipped" and "1024" in cells[5000]["reason"]
     assert strict.returncode == 2

@@ -27,7 +27,9 @@ G_TPS = re.compile(r"^\[tok\] now: p_tok/s (\d+\.\d+) g_tok/s (\d+\.\d+)")
 
 
 def run_args(server: Path, model: Path, port: int, threads: str, *extra: str) -> list:
-    return ["run", "--llama-server", str(server), "--model", str(model), "--port", str(port), "-t", threads, *extra]
+    # --allow-multi-server: the user's own llama-servers may run beside the tests.
+    return ["run", "--llama-server", str(server), "--model", str(model), "--port", str(port), "-t", threads,
+            "--allow-multi-server", *extra]  # fmt: skip
 
 
 def test_plain_run_shows_generation_speed_and_exits_zero_with_server_gone(real_server, real_model, real_threads):
@@ -56,7 +58,7 @@ def test_plain_run_shows_generation_speed_and_exits_zero_with_server_gone(real_s
 def test_stop_all_stops_a_real_server(real_server, real_model, real_threads):
     port = free_port()
     with running_server(port, "-m", str(real_model), "-t", real_threads, "-c", "1024", binary=real_server) as server:
-        res = run_cli(LLAMA_RUN, "stop-all")
+        res = run_cli(LLAMA_RUN, "stop-all", "--port", str(port))  # never the user's own servers
         assert res.returncode == 0, res.stdout + res.stderr
         assert "Found llama-server processes:" in res.stdout
         assert f"pid {server.pid}" in res.stdout

@@ -7,16 +7,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from tools.llama_bench.client import (
-    API_COMPLETION,
-    API_OPENAI_CHAT,
-    API_OPENAI_COMPLETIONS,
-    INTERRUPTED,
-    RequestRecord,
-    RequestSpec,
-    StreamParser,
-)
-from tools.llama_bench.stats import aggregate, describe, percentile, relative_change, warnings_for
+from tools.llama_bench.bench.client import StreamParser
+from tools.llama_bench.bench.records import INTERRUPTED, Api, RequestRecord, RequestSpec
+from tools.llama_bench.bench.stats import aggregate, describe, percentile, relative_change, warnings_for
+from tools.llama_bench.bench.summary import ErrorCount
+
+API_COMPLETION, API_OPENAI_CHAT, API_OPENAI_COMPLETIONS = Api.COMPLETION, Api.OPENAI_CHAT, Api.OPENAI_COMPLETIONS
 
 TIMINGS = {
     "cache_n": 0,
@@ -29,7 +25,7 @@ TIMINGS = {
 }
 
 
-def feed(api: str, events: List[Tuple[float, Any]], max_tokens: int = 4, prompt: int = 100) -> RequestRecord:
+def feed(api: Api, events: List[Tuple[float, Any]], max_tokens: int = 4, prompt: int = 100) -> RequestRecord:
     """Run SSE lines through the parser; times are seconds after the request started at t=10."""
     spec = RequestSpec(index=0, api=api, body={}, prompt_tokens=prompt, max_tokens=max_tokens, cell="c")
     parser = StreamParser(spec, start=10.0)
@@ -69,7 +65,7 @@ def test_chat_role_only_chunk_does_not_count_as_first_token() -> None:
     assert rec.output_tokens == 4 and rec.output_tokens_source == "usage"
     assert rec.tpot_ms == pytest.approx((133.0 - 100.0) / 3)
     assert rec.gen_tps == pytest.approx(3 / 0.033)
-    assert rec.prompt_tokens == 100 and rec.prompt_mismatch is False
+    assert rec.prompt_tokens_reported == 100 and rec.prompt_mismatch is False
     assert rec.server_prompt_tps == pytest.approx(1111.1) and rec.server_gen_tps == pytest.approx(133.3)
     assert rec.overhead_ms == pytest.approx(133.0 - 90.0 - 30.0)
     assert rec.ttft_overhead_ms == pytest.approx(10.0)
@@ -112,7 +108,7 @@ def test_completion_endpoint_uses_timings_and_token_ids() -> None:
     assert rec.ttft_ms == pytest.approx(100.0)
     assert rec.output_tokens == 4 and rec.output_tokens_source == "timings"
     assert rec.cache_n == 12 and rec.server_prompt_n == 88
-    assert rec.prompt_tokens == 100 and not rec.prompt_mismatch
+    assert rec.prompt_tokens_reported == 100 and not rec.prompt_mismatch
     assert rec.finish_reason == "limit"
 
 
@@ -126,7 +122,7 @@ def test_prompt_mismatch_is_reported() -> None:
         ],
         max_tokens=1,
     )
-    assert rec.prompt_tokens == 98 and rec.prompt_mismatch is True
+    assert rec.prompt_tokens_reported == 98 and rec.prompt_mismatch is True
     assert rec.output_tokens == 1 and rec.tpot_ms is None  # TPOT needs at least two tokens
 
 
@@ -167,7 +163,7 @@ def _rec(index: int, ok: bool = True, **kw: Any) -> RequestRecord:
         ttft_ms=100.0,
         e2e_ms=1000.0,
         output_tokens=10 if ok else None,
-        prompt_tokens=100 if ok else None,
+        prompt_tokens_reported=100 if ok else None,
         itl_ms=[100.0] * 9 if ok else [],
     )
     base.update(kw)
@@ -178,16 +174,17 @@ def test_aggregate_counts_failures_and_computes_throughput() -> None:
     recs = [_rec(0), _rec(1), _rec(2, ok=False, e2e_ms=5.0), _rec(3, error=INTERRUPTED, ok=False, e2e_ms=10.0)]
     recs.append(_rec(9, warmup=True))  # warm-up requests never count
     summary = aggregate(recs, planned=5)
-    req = summary["requests"]
-    assert (req["sent"], req["ok"], req["failed"], req["interrupted"], req["not_sent"]) == (4, 2, 1, 1, 1)
-    assert req["errors"] == [{"error": "HTTP 500: boom", "count": 1}]
-    tp = summary["throughput"]
+    req = summary.requests
+    assert (req.sent, req.ok, req.failed, req.interrupted, req.not_sent) == (4, 2, 1, 1, 1)
+    assert req.errors == [ErrorCount("HTTP 500: boom", 1)]
+    tp = summary.throughput
     # From the first start (t=0) to the last byte of request 1 (t=1 + 1 s).
-    assert tp["duration_s"] == pytest.approx(3.0 + 0.010)
-    assert tp["gen_tokens"] == 20 and tp["prompt_tokens"] == 200
-    assert tp["gen_tps"] == pytest.approx(20 / 3.01)
-    assert summary["latency"]["itl_ms"]["n"] == 18
-    assert summary["latency"]["ttft_ms"]["p50"] == 100.0
+    assert tp.duration_s == pytest.approx(3.0 + 0.010)
+    assert tp.gen_tokens == 20 and tp.prompt_tokens == 200
+    assert tp.gen_tps == pytest.approx(20 / 3.01)
+    itl, ttft = summary.latency["itl_ms"], summary.latency["ttft_ms"]
+    assert itl is not None and itl.n == 18
+    assert ttft is not None and ttft.p50 == 100.0
     warnings = warnings_for(summary, 10)
     assert any("1 request(s) failed" in w for w in warnings)
     assert any("interrupted" in w for w in warnings)

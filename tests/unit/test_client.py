@@ -9,7 +9,8 @@ from typing import Any, Awaitable, Callable, List
 
 import pytest
 
-from tools.llama_bench.client import INTERRUPTED, RequestRecord, RequestSpec, StreamClient
+from tools.llama_bench.bench.client import StreamClient
+from tools.llama_bench.bench.records import INTERRUPTED, Api, RequestRecord, RequestSpec
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
@@ -54,7 +55,7 @@ async def serve(
 
 def spec(n: int = 5) -> RequestSpec:
     return RequestSpec(
-        index=0, api="completion", body={"prompt": [1, 2, 3], "n_predict": n}, prompt_tokens=3, max_tokens=n
+        index=0, api=Api.COMPLETION, body={"prompt": [1, 2, 3], "n_predict": n}, prompt_tokens=3, max_tokens=n
     )
 
 
@@ -79,7 +80,7 @@ def test_lines_split_across_reads_are_reassembled() -> None:
     rec: RequestRecord = asyncio.run(serve(handler, lambda c: c.send(spec())))
     assert rec.ok, rec.error
     assert rec.content_chunks == 5 and rec.output_tokens == 5 and len(rec.itl_ms) == 4
-    assert rec.prompt_tokens == 3 and not rec.prompt_mismatch
+    assert rec.prompt_tokens_reported == 3 and not rec.prompt_mismatch
 
 
 def test_http_error_message_is_kept() -> None:

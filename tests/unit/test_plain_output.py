@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import re
 
-from tools.llama_bench.metrics import Rate, RateSet, SlotsSummary
-from tools.llama_bench.monitor import HostStats, ProcessStats, Snapshot, window_stats
+from tools.llama_bench.monitor.metrics import Rate, RateSet
+from tools.llama_bench.monitor.sampler import HostStats, ProcessStats, Snapshot
+from tools.llama_bench.monitor.slots import SlotsSummary
+from tools.llama_bench.monitor.windows import window_stats
+from tools.llama_bench.power.reading import EnergySummary
 from tools.llama_run.plain import format_block
 
 TOK = re.compile(r"^\[tok\] (now|1m|15m|all): p_tok/s \d+\.\d+ g_tok/s \d+\.\d+ p_tok \d+ g_tok \d+")
 
 
-def snap(elapsed: float, prompt: int, gen: int, now: Rate, idle: bool, cpu: float = 10.0) -> Snapshot:
+def snap(
+    elapsed: float, prompt: int, gen: int, now: Rate, idle: bool, cpu: float = 10.0, processing: float = 0.0
+) -> Snapshot:
+    """A snapshot whose token counters were quiet (`idle`) or moving; an idle server has no busy slot."""
     rates = RateSet(
         now=now, now_idle=idle, m1=Rate(1.0, 2.0), m15=Rate(1.0, 2.0), all=Rate(1.0, 2.0),
         prompt_tokens=prompt, gen_tokens=gen, prompt_tokens_total=prompt, gen_tokens_total=gen,
@@ -20,9 +26,9 @@ def snap(elapsed: float, prompt: int, gen: int, now: Rate, idle: bool, cpu: floa
         wall=1000.0 + elapsed,
         elapsed=elapsed,
         rates=rates,
-        requests_processing=0.0,
+        requests_processing=processing,
         requests_deferred=0.0,
-        slots=SlotsSummary(total=4, busy=1, ctx_fill=0.25),
+        slots=SlotsSummary(total=4, busy=0 if idle else 1, ctx_fill=0.0 if idle else 0.25),
         process=ProcessStats(cpu_percent=cpu, rss_bytes=100 << 20),
         host=HostStats(cpu_percent=cpu, ram_used_bytes=1 << 30, ram_total_bytes=8 << 30),
         energy_text="energy cpu unavailable: no RAPL",
@@ -54,6 +60,27 @@ def test_idle_now_line_keeps_the_last_burst_rate():
     snaps = [snap(0, 0, 0, Rate(0.0, 0.0), True), snap(1, 10, 80, Rate(20.0, 80.0), True)]
     now_line = format_block(snaps)[4]
     assert "g_tok/s 80.00" in now_line and "(idle, last burst)" in now_line
+
+
+def test_a_slow_server_with_requests_processing_is_never_idle():
+    # Less than a token per interval: the counters look quiet, but a request is processing.
+    busy = snap(1, 10, 80, Rate(20.0, 80.0), True, processing=1.0)
+    now_line = format_block([snap(0, 0, 0, Rate(0.0, 0.0), True), busy])[4]
+    assert "(active)" in now_line and "idle" not in now_line
+    assert "req 1 " in now_line
+
+
+def test_energy_is_labelled_with_the_sources_it_adds_up():
+    def with_energy(elapsed: float, cpu_j: float, gpu_j: float) -> Snapshot:
+        s = snap(elapsed, 0, 0, Rate(0.0, 0.0), True)
+        s.energy = EnergySummary(cpu_j, gpu_j, cpu_j + gpu_j, None, None, elapsed, None)
+        return s
+
+    line = format_block([with_energy(0, 0.0, 0.0), with_energy(2, 10.0, 30.0)])[0]
+    assert "energy cpu+gpu 40.0 J (20.0 W)" in line
+    cpu_only = snap(2, 0, 0, Rate(0.0, 0.0), True)
+    cpu_only.energy = EnergySummary(8.0, None, 8.0, None, "no NVIDIA GPU found", 2, None)
+    assert "energy cpu 8.0 J (4.0 W)" in format_block([cpu_only])[0]
 
 
 def test_first_sample_is_marked_and_prints_zeros():

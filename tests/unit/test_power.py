@@ -11,18 +11,11 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from tools.llama_bench import power
-from tools.llama_bench.power import (
-    NO_RAPL_REASON,
-    NVML_MISSING_REASON,
-    EnergyMeter,
-    EnergySummary,
-    NvmlReader,
-    RaplReader,
-    describe,
-    joules_to_wh,
-    tokens_per_joule,
-)
+from tools.llama_bench.power import rapl
+from tools.llama_bench.power.meter import EnergyMeter, describe, joules_to_wh, tokens_per_joule
+from tools.llama_bench.power.nvml import NVML_MISSING_REASON, NvmlReader
+from tools.llama_bench.power.rapl import NO_RAPL_REASON, RaplReader
+from tools.llama_bench.power.reading import EnergySummary
 
 MAX_RANGE = 262143328850
 
@@ -156,7 +149,7 @@ def deny_energy_reads(monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return builtins.open(path, *args, **kwargs)
 
-    monkeypatch.setattr(power, "open", fake_open, raising=False)
+    monkeypatch.setattr(rapl, "open", fake_open, raising=False)
 
 
 def test_permission_error_explains_platypus_and_how_to_grant_access(tmp_path, monkeypatch):
@@ -206,12 +199,13 @@ def fake_pynvml(
 ) -> types.ModuleType:
     """A pynvml stand-in; set mod.energy_mj / mod.power_mw entries to change what the GPUs report."""
     mod = types.ModuleType("pynvml")
-    state: Dict[str, object] = {"shutdown": 0}
+    state: Dict[str, object] = {"init": 0, "shutdown": 0}
     mod.energy_mj = list(energy_mj or [None])  # type: ignore[attr-defined]
     mod.power_mw = list(power_mw or [None] * len(mod.energy_mj))  # type: ignore[attr-defined]
     mod.state = state  # type: ignore[attr-defined]
 
     def nvmlInit():
+        state["init"] = int(state["init"]) + 1  # type: ignore[call-overload]
         if init_error:
             raise FakeNVMLError(init_error)
 
@@ -366,3 +360,16 @@ def test_joules_to_wh_and_tokens_per_joule_are_none_safe():
     assert tokens_per_joule(None, 10.0) is None
     assert tokens_per_joule(10, None) is None
     assert tokens_per_joule(10, 0.0) is None
+
+
+def test_monitor_opens_one_nvml_handle_for_stats_and_energy_and_closes_it(monkeypatch):
+    from tools.llama_bench.monitor.sampler import Monitor
+
+    mod = fake_pynvml(energy_mj=[1000], power_mw=[100_000])
+    monkeypatch.setitem(sys.modules, "pynvml", mod)
+    monitor = Monitor("http://127.0.0.1:9", interval=1.0, energy=True)  # nothing listens: sensors still read
+    snap = monitor.sample()
+    assert [g.name for g in snap.gpus] == ["NVIDIA Fake 4090"]
+    assert snap.energy is not None and snap.energy.gpu_joules is not None
+    monitor.stop()
+    assert mod.state == {"init": 1, "shutdown": 1}  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ import os
 import subprocess
 import time
 
-from tools.llama_bench import registry
-from tools.llama_bench.procs import _flag_value, _is_server, stop_process
+from tools.llama_bench.server import registry
+from tools.llama_bench.server.procs import StopOutcome, _flag_value, _is_server, stop_process
 
 
 def test_servers_are_matched_by_program_name_not_by_arguments():
@@ -51,7 +51,7 @@ def test_stop_process_refuses_a_pid_that_now_belongs_to_someone_else():
     bystander = subprocess.Popen(["sleep", "30"])
     try:
         result = stop_process(bystander.pid, create_time=1.0, grace=1)
-        assert result.outcome == "gone"
+        assert result.outcome is StopOutcome.GONE
         assert bystander.poll() is None
     finally:
         bystander.kill()
@@ -64,4 +64,4 @@ def test_stop_process_escalates_to_sigkill_after_the_grace_period():
     start = registry.process_create_time(stubborn.pid)
     result = stop_process(stubborn.pid, start, grace=0.5)
     stubborn.wait(5)
-    assert result.outcome == "killed"
+    assert result.outcome is StopOutcome.KILLED

@@ -10,19 +10,23 @@ from typing import Any, Dict
 
 import pytest
 
-from tools.llama_bench import bench_args
-from tools.llama_bench.bench_cmd import normalize_endpoint, parse_concurrency, parse_sizes
-from tools.llama_bench.benchmark import BenchParams, ServerInfo, build_body, choose_api, plan_cells
-from tools.llama_bench.report import compare_rows, compare_table, summary_notes, summary_table
-from tools.llama_bench.results import SCHEMA, csv_rows, load_result, write_csv, write_json
+from tools.llama_bench.bench import args as bench_args
+from tools.llama_bench.bench.args import parse_concurrency, parse_sizes
+from tools.llama_bench.bench.output.console import compare_rows, compare_table, summary_notes, summary_table
+from tools.llama_bench.bench.output.results import SCHEMA, csv_rows, load_result, write_csv, write_json
+from tools.llama_bench.bench.payload import build_body
+from tools.llama_bench.bench.plan import BenchParams, CellStatus, plan_cells, warmup_shape
+from tools.llama_bench.bench.probe import ServerInfo, choose_api
+from tools.llama_bench.bench.records import Api
+from tools.llama_bench.bench.summary import FIELDS
+from tools.llama_bench.endpoint import normalize_endpoint
 from tools.llama_bench.utils import UserError
-from tools.llama_bench.workload import PromptFactory
 
 
 def cell(prompt: int, conc: int, gen_tps: float, ttft: float, status: str = "done") -> Dict[str, Any]:
     return {
         "label": f"p{prompt}-c{conc}",
-        "prompt_tokens": prompt,
+        "prompt_size": prompt,
         "concurrency": conc,
         "status": status,
         "reason": None if status == "done" else "does not fit",
@@ -42,7 +46,7 @@ def result(*cells: Dict[str, Any]) -> Dict[str, Any]:
 def test_csv_has_one_row_per_cell(tmp_path: Path) -> None:
     res = result(cell(100, 1, 50.0, 20.0), cell(1000, 1, 40.0, 200.0), cell(5000, 1, 0, 0, status="skipped"))
     rows = csv_rows(res)
-    assert [r["prompt_tokens"] for r in rows] == [100, 1000, 5000]
+    assert [r["prompt_size"] for r in rows] == [100, 1000, 5000]
     assert rows[0]["gen_tps"] == 50.0 and rows[0]["ttft_p50_ms"] == 20.0
     assert rows[2]["status"] == "skipped" and rows[2]["reason"] == "does not fit"
     assert rows[0]["energy_unavailable"] == "no RAPL"
@@ -56,7 +60,7 @@ def test_compare_matches_cells_and_computes_relative_change() -> None:
     b = result(cell(100, 1, 55.0, 18.0), cell(300, 1, 45.0, 30.0))
     rows = compare_rows(a, b)
     assert {r[0] for r in rows} == {"p100 c1"}
-    by_metric = {r[1]: r for r in rows}
+    by_metric = {r[1].label: r for r in rows}
     assert by_metric["gen tok/s"][2:] == (50.0, 55.0)
     table = compare_table(a, b, "a.json", "b.json")
     from rich.console import Console
@@ -80,7 +84,7 @@ def test_summary_table_and_notes_render() -> None:
 def test_json_roundtrip_and_schema_check(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     write_json(str(path), result(cell(100, 1, 50.0, 20.0)))
-    assert load_result(str(path))["cells"][0]["prompt_tokens"] == 100
+    assert load_result(str(path))["cells"][0]["prompt_size"] == 100
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"hello": 1}), encoding="utf-8")
     with pytest.raises(UserError, match="not a llama-bench result"):
@@ -91,6 +95,21 @@ def test_json_roundtrip_and_schema_check(tmp_path: Path) -> None:
     bad.write_text("{", encoding="utf-8")
     with pytest.raises(UserError, match="cannot read"):
         load_result(str(bad))
+
+
+def test_schema_1_results_are_read_with_the_new_names(tmp_path: Path) -> None:
+    # Schema 1 called the cell's requested size and the record's server count both "prompt_tokens".
+    old = {
+        "schema": "llama-studio.benchmark/1",
+        "cells": [{"prompt_tokens": 100, "concurrency": 1, "status": "done"}],
+        "requests": [{"prompt_tokens": 98, "prompt_tokens_requested": 100}],
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    data = load_result(str(path))
+    assert data["schema"] == SCHEMA
+    assert data["cells"][0]["prompt_size"] == 100 and "prompt_tokens" not in data["cells"][0]
+    assert data["requests"][0]["prompt_tokens_reported"] == 98
 
 
 @pytest.mark.parametrize("text", ["1q", "0", "-5", "", " , ", "1,,2", "1.5", "abc"])
@@ -138,49 +157,57 @@ def test_register_adds_the_commands_with_handlers() -> None:
 def test_plan_skips_sizes_that_do_not_fit_and_flags_slots() -> None:
     info = ServerInfo(endpoint="http://x", is_llamacpp=True, n_ctx=4096, total_slots=2)
     params = BenchParams(endpoint="http://x", prompt_sizes=[100, 4000], concurrency=[1, 4], max_output_tokens=256)
-    factory = PromptFactory("coding", 0, None, "tokens")
-    cells = plan_cells(params, info, factory, "completion")
-    assert [(c.prompt_tokens, c.concurrency, c.status) for c in cells] == [
-        (100, 1, "pending"),
-        (100, 4, "pending"),
-        (4000, 1, "skipped"),
-        (4000, 4, "skipped"),
+    cells = plan_cells(params, info.n_ctx, info.total_slots, None)
+    assert [(c.prompt_size, c.concurrency, c.status) for c in cells] == [
+        (100, 1, CellStatus.PENDING),
+        (100, 4, CellStatus.PENDING),
+        (4000, 1, CellStatus.SKIPPED),
+        (4000, 4, CellStatus.SKIPPED),
     ]
     assert "4256" in (cells[2].reason or "") and "4096" in (cells[2].reason or "")
     assert any("server slots" in w for w in cells[1].warnings)
     assert cells[0].num_requests == 3 and cells[1].num_requests == 12
     params.strict = True
     with pytest.raises(UserError, match="4000"):
-        plan_cells(params, info, factory, "completion")
+        plan_cells(params, info.n_ctx, info.total_slots, None)
+
+
+def test_warm_up_has_the_shape_of_the_first_cell_that_runs() -> None:
+    params = BenchParams(endpoint="http://x", prompt_sizes=[8000, 300, 100], concurrency=[1], max_output_tokens=64)
+    cells = plan_cells(params, n_ctx=4096, total_slots=1, chat_overhead=None)  # 8000 is skipped
+    assert warmup_shape(cells, params) == (300, 64)
+    for c in cells:
+        c.status = CellStatus.SKIPPED
+    assert warmup_shape(cells, params) is None
 
 
 def test_request_bodies_disable_the_cache_and_eos_on_llamacpp_only() -> None:
     params = BenchParams(endpoint="http://x", prompt_sizes=[10], concurrency=[1], max_output_tokens=32)
     llama = ServerInfo(endpoint="http://x", is_llamacpp=True, model_id="m")
     other = ServerInfo(endpoint="http://x", is_llamacpp=False, model_id="gpt")
-    body = build_body("completion", params, llama, [1, 2, 3], seed=1)
+    body = build_body(Api.COMPLETION, params, llama, [1, 2, 3], seed=1)
     assert body["n_predict"] == 32 and body["cache_prompt"] is False and body["ignore_eos"] is True
-    chat = build_body("openai-chat", params, other, "hi", seed=1)
+    chat = build_body(Api.OPENAI_CHAT, params, other, "hi", seed=1)
     assert chat["max_tokens"] == 32 and chat["model"] == "gpt" and "ignore_eos" not in chat
     assert chat["stream_options"] == {"include_usage": True}
-    assert choose_api(None, llama) == "completion" and choose_api(None, other) == "openai-chat"
-    assert choose_api("completion-auto", other) == "openai-completions"
+    assert choose_api(Api.AUTO, llama) == "completion" and choose_api(Api.AUTO, other) == "openai-chat"
+    assert choose_api(Api.NATIVE, other) == "openai-completions"
     with pytest.raises(UserError):
-        choose_api("completion", other)
+        choose_api(Api.COMPLETION, other)
 
 
 def test_plot_series_group_by_the_other_dimension() -> None:
-    from tools.llama_bench.plot import series_by
+    from tools.llama_bench.bench.output.plot import series_by
 
     cells = [cell(1000, 1, 40.0, 200.0), cell(100, 1, 50.0, 20.0), cell(100, 4, 90.0, 30.0)]
     cells.append(cell(9000, 1, 0, 0, status="skipped"))
-    series = series_by(cells, "prompt_tokens", "concurrency", "throughput.gen_tps")
+    series = series_by(cells, "prompt_size", "concurrency", FIELDS["gen_tps"])
     assert series == {1: [(100, 50.0), (1000, 40.0)], 4: [(100, 90.0)]}
 
 
 def test_plot_writes_a_png_when_matplotlib_is_installed(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from tools.llama_bench.plot import plot_result
+    from tools.llama_bench.bench.output.plot import plot_result
 
     out = tmp_path / "p.png"
     plot_result(result(cell(100, 1, 50.0, 20.0), cell(1000, 1, 40.0, 200.0)), str(out))

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tools.llama_bench import server
-from tools.llama_bench.server import ServerConfig, build_command, port_in_use, resolve_binary, resolve_model
+from tools.llama_bench.server import locate
+from tools.llama_bench.server.config import ServerConfig, build_command
+from tools.llama_bench.server.locate import resolve_binary, resolve_model
+from tools.llama_bench.server.ports import port_in_use
 from tools.llama_bench.utils import UserError
 
 
@@ -51,19 +53,19 @@ def test_binary_lookup_order_flag_then_env_then_build_then_path(tmp_path, monkey
     path_dir = tmp_path / "path"
     path_dir.mkdir()
     path_bin = make_exe(path_dir / "llama-server")
-    monkeypatch.setattr(server, "BUILT_SERVER", built)
+    monkeypatch.setattr(locate, "BUILT_SERVER", built)
     monkeypatch.setenv("PATH", str(path_dir))
     monkeypatch.setenv("LLAMA_SERVER_BIN", str(env_bin))
     assert resolve_binary(str(flag_bin)) == str(flag_bin)
     assert resolve_binary(None) == str(env_bin)
     monkeypatch.delenv("LLAMA_SERVER_BIN")
     assert resolve_binary(None) == str(built)
-    monkeypatch.setattr(server, "BUILT_SERVER", tmp_path / "missing")
+    monkeypatch.setattr(locate, "BUILT_SERVER", tmp_path / "missing")
     assert resolve_binary(None) == str(path_bin)
 
 
 def test_missing_binary_error_names_what_was_searched_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(server, "BUILT_SERVER", tmp_path / "a" / "b" / "c" / "d" / "llama-server")
+    monkeypatch.setattr(locate, "BUILT_SERVER", tmp_path / "a" / "b" / "c" / "d" / "llama-server")
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError) as err:
         resolve_binary(None)

@@ -10,12 +10,15 @@ from typing import List, Optional
 import pytest
 from rich.console import Console
 
-from tools.llama_bench.metrics import Rate, RateSet, SlotsSummary
-from tools.llama_bench.monitor import HostStats, ProcessStats, Snapshot
-from tools.llama_bench.power import EnergySummary, GpuStats
+from tools.llama_bench.monitor.metrics import Rate, RateSet
+from tools.llama_bench.monitor.sampler import HostStats, ProcessStats, Snapshot
+from tools.llama_bench.monitor.slots import SlotsSummary
+from tools.llama_bench.power.reading import EnergySummary, GpuStats
 from tools.llama_run import tui
-from tools.llama_run.runner import Session
-from tools.llama_run.tui import BLOCKS, KeyReader, LogTail, StaticInfo, bar, rate_history, render_dashboard, sparkline
+from tools.llama_run.dashboard import BLOCKS, StaticInfo, bar, rate_history, render_dashboard, sparkline
+from tools.llama_run.logtail import LogTail
+from tools.llama_run.session import Session
+from tools.llama_run.tui import KeyReader
 
 INFO = StaticInfo(
     model="/models/qwen2.5-0.5b-instruct-q4_k_m.gguf",
@@ -93,10 +96,19 @@ def test_numbers_header_and_hints_appear():
 
 
 def test_idle_now_is_marked_as_last_burst():
-    snaps = busy_history() + [snap(3, rates(100, 100, Rate(50.0, 50.0), idle=True))]
-    text = render(snaps)
+    quiet = snap(3, rates(100, 100, Rate(50.0, 50.0), idle=True))
+    quiet.requests_processing = 0.0
+    text = render(busy_history() + [quiet])
     assert "idle · last burst" in text
     assert "50.0" in text
+
+
+def test_quiet_counters_with_requests_processing_are_live_not_idle():
+    # A slow server: no token in the last interval, but two requests are processing.
+    slow = snap(3, rates(100, 100, Rate(50.0, 50.0), idle=True))
+    text = render(busy_history() + [slow])
+    assert "now (live)" in text
+    assert "idle · last burst" not in text
 
 
 def test_missing_data_renders_without_errors():
@@ -259,6 +271,7 @@ def _session(tmp_path, exit_code: Optional[int], deadline: Optional[float]) -> S
     log.write_text("main: model loaded\nsrv  operator(): crashed\n", encoding="utf-8")
     server = SimpleNamespace(
         cfg=SimpleNamespace(model="m.gguf", api_key=None),
+        api_key=None,
         base_url="http://127.0.0.1:1",
         pid=123,
         started_at=1000.0,

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from tools.llama_bench.workload import TASKS, PromptFactory, PromptTooSmall, corpus_text, load_corpus
+from tools.llama_bench.bench.workload import TASKS, PromptFactory, PromptTooSmall, corpus_text, load_corpus
 
 
 class WordTokenizer:

@@ -1,3 +1,1 @@
-"""Server lifecycle, Prometheus monitoring, benchmarking and tuning for llama-server."""
-
-__version__ = "0.1.0"
+"""Server lifecycle, Prometheus monitoring and benchmarking for llama-server (shared by both CLIs)."""

@@ -1,4 +1,4 @@
-"""`llama-bench`: benchmark, monitor and tune llama-server. Parses arguments and dispatches only."""
+"""`llama-bench`: benchmark and monitor llama-server. Parses arguments and dispatches only."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import __version__, bench_args
-from .server_args import positive_float, split_extra_args
+from .argtypes import positive_float
+from .bench import args as bench_args
+from .entry import ArgumentParser, main as run_main
 from .settings import DEFAULT_INTERVAL
-from .entry import run_cli
+from .version import __version__
 
 PROG = "llama-bench"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Benchmark and monitor llama.cpp's llama-server (or any OpenAI-compatible endpoint).",
         epilog="Sizes accept k = 1000: 100, 1k, 1.5k, 4096.",
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mon = sub.add_parser("monitor", help="sample a running server's /metrics, /slots and host stats")
     mon.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:11433")
-    mon.add_argument("--api-key", help="API key the server requires (also LLAMA_API_KEY)")
+    mon.add_argument("--api-key", help="API key the server requires (default: LLAMA_API_KEY, else OPENAI_API_KEY)")
     mon.add_argument("--interval", type=positive_float, default=DEFAULT_INTERVAL, help="sampling period in s")
     mon.add_argument("--duration", type=positive_float, help="stop after N seconds (default: until Ctrl-C)")
     mon.add_argument("--json-out", metavar="PATH", help="write the whole series as JSON at the end")
@@ -38,16 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from .monitor_cmd import run_monitor
+    from .endpoint import client_api_key, normalize_endpoint
+    from .monitor.cmd import MonitorParams, run_monitor
 
-    return run_monitor(args)
+    params = MonitorParams(
+        endpoint=normalize_endpoint(args.endpoint),
+        api_key=client_api_key(args.api_key),
+        interval=args.interval,
+        duration=args.duration,
+        json_out=args.json_out,
+        jsonl=args.jsonl,
+        quiet=args.quiet,
+    )
+    return run_monitor(params)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ours, extra = split_extra_args(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(ours)
-    args.extra_server_args = extra
-    return run_cli(PROG, lambda: args.handler(args))
+    return run_main(PROG, build_parser(), list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,42 @@
-"""Small shared helpers: user-facing errors, optional dependencies, value parsing and formatting."""
+"""Small shared helpers: user-facing errors, optional dependencies, string enums and formatting."""
 
 from __future__ import annotations
 
 import importlib
 import math
+from enum import Enum, IntEnum
 from types import ModuleType
 from typing import Optional
 
 SETUP_HINT = "run ./scripts/setup.sh (or: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt)"
 
 
+class ExitStatus(IntEnum):
+    """Exit codes of both CLIs (documented in the README)."""
+
+    OK = 0
+    FAILED = 1  # requests failed, the server died, a check failed
+    BAD_INPUT = 2  # a flag, file or endpoint the user can fix
+    MISSING_PACKAGE = 3  # an optional Python package is not installed
+    INTERRUPTED = 130  # Ctrl-C, SIGTERM or SIGHUP before the work was done
+
+
+class StrEnum(str, Enum):
+    """An Enum whose members are their string values everywhere: f-strings, JSON, comparisons."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
 class UserError(Exception):
     """A problem the user can fix; the CLI prints the message on one line and exits non-zero."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
+    def __init__(self, message: str, exit_code: int = ExitStatus.BAD_INPUT) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = int(exit_code)
 
 
 def require(module: str, package: Optional[str] = None, purpose: Optional[str] = None) -> ModuleType:
@@ -25,7 +46,9 @@ def require(module: str, package: Optional[str] = None, purpose: Optional[str] =
     except ImportError as exc:
         pkg = package or module
         why = f" (needed for {purpose})" if purpose else ""
-        raise UserError(f"missing Python package '{pkg}'{why}: pip install {pkg}, or {SETUP_HINT}", 3) from exc
+        raise UserError(
+            f"missing Python package '{pkg}'{why}: pip install {pkg}, or {SETUP_HINT}", ExitStatus.MISSING_PACKAGE
+        ) from exc
 
 
 def parse_token_count(text: str) -> int:

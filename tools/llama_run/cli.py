@@ -1,6 +1,6 @@
 """`llama-run`: start and supervise a llama-server with live stats; list and stop servers.
 
-This module only parses arguments and dispatches; the work lives in runner.py and llama_bench.
+This module only parses arguments and dispatches; the work lives in runner.py, servers.py and llama_bench.
 """
 
 from __future__ import annotations
@@ -9,17 +9,19 @@ import argparse
 import sys
 from typing import List, Optional
 
-from tools.llama_bench import __version__
-from tools.llama_bench.server_args import add_server_args, positive_float, split_extra_args
+from tools.llama_bench.argtypes import port_type, positive_float, positive_int
+from tools.llama_bench.entry import ArgumentParser, main as run_main
+from tools.llama_bench.server.args import add_server_args
 from tools.llama_bench.settings import DEFAULT_INTERVAL, DEFAULT_STATS_INTERVAL
-from tools.llama_bench.entry import run_cli
+from tools.llama_bench.utils import UserError
+from tools.llama_bench.version import __version__
 
 PROG = "llama-run"
 COMMANDS = ("run", "ps", "stop-all", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Start a llama-server, wait until it is ready, and show live stats until Ctrl-C.",
         epilog="Without a command, `run` is assumed. Extra llama-server flags go after `--`.",
@@ -42,16 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--duration", type=positive_float, help="stop the server after N seconds")
     ui.add_argument("--detach", action="store_true", help="leave the server running in the background and exit")
+    run.set_defaults(handler=_run)
 
     doctor = sub.add_parser("doctor", help="check that the server binary and model work; print a summary")
     add_server_args(doctor)
+    doctor.set_defaults(handler=_doctor)
 
     ps = sub.add_parser("ps", help="list running llama-servers")
     ps.add_argument("--json", action="store_true", help="machine-readable output")
+    ps.set_defaults(handler=_ps)
 
-    stop = sub.add_parser("stop-all", help="stop every llama-server of the current user")
+    stop = sub.add_parser("stop-all", help="stop llama-servers of the current user (all, or by --port/--pid)")
     stop.add_argument("--dry-run", action="store_true", help="list what would be stopped")
-    stop.add_argument("--grace", type=positive_float, default=10.0, help="seconds between SIGTERM and SIGKILL (10)")
+    stop.add_argument("--port", type=port_type, action="append", help="only the server(s) on this port (repeatable)")
+    stop.add_argument("--pid", type=positive_int, action="append", help="only this process (repeatable)")
+    stop.add_argument(
+        "--timeout",
+        "--grace",
+        dest="timeout",
+        type=positive_float,
+        default=10.0,
+        help="seconds between SIGTERM and SIGKILL (10)",
+    )
+    stop.add_argument("--force", action="store_true", help="SIGKILL at once, no grace period")
+    stop.set_defaults(handler=_stop_all)
     return parser
 
 
@@ -65,30 +81,53 @@ def normalize_argv(argv: List[str]) -> List[str]:
     return ["run"] + argv
 
 
+def _no_extra(args: argparse.Namespace) -> None:
+    if args.extra_server_args:
+        raise UserError("extra llama-server flags after -- only apply to `run` and `doctor`")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tools.llama_bench.server.args import config_from_args, launch_from_args
+
+    from .runner import RunOptions, run
+
+    opts = RunOptions(
+        config=config_from_args(args, args.extra_server_args),
+        launch=launch_from_args(args),
+        ui=args.ui,
+        interval=args.interval,
+        stats_interval=args.stats_interval,
+        duration=args.duration,
+        detach=args.detach,
+    )
+    return run(opts)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from tools.llama_bench.server.args import config_from_args
+    from tools.llama_bench.server.doctor import run_doctor
+
+    return run_doctor(config_from_args(args, args.extra_server_args), args.startup_timeout)
+
+
+def _ps(args: argparse.Namespace) -> int:
+    from .servers import ps
+
+    _no_extra(args)
+    return ps(as_json=args.json)
+
+
+def _stop_all(args: argparse.Namespace) -> int:
+    from .servers import StopFilter, stop_all
+
+    _no_extra(args)
+    return stop_all(
+        StopFilter(ports=args.port, pids=args.pid), grace=args.timeout, force=args.force, dry_run=args.dry_run
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    raw = normalize_argv(list(sys.argv[1:] if argv is None else argv))
-    ours, extra = split_extra_args(raw)
-    args = build_parser().parse_args(ours)
-    if extra and args.command not in ("run", "doctor"):
-        print(f"{PROG}: error: extra llama-server flags after -- only apply to `run` and `doctor`", file=sys.stderr)
-        return 2
-    return run_cli(PROG, lambda: dispatch(args, extra))
-
-
-def dispatch(args: argparse.Namespace, extra: List[str]) -> int:
-    if args.command == "run":
-        from .runner import run
-
-        return run(args, extra)
-    if args.command == "doctor":
-        from tools.llama_bench.doctor import run_doctor
-
-        return run_doctor(args, extra)
-    from . import servers
-
-    if args.command == "ps":
-        return servers.ps(args)
-    return servers.stop_all(args)
+    return run_main(PROG, build_parser(), normalize_argv(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

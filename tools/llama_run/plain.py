@@ -6,14 +6,15 @@ p_tok <int> g_tok <int>` comes first on each token line; extra fields follow it.
 
 from __future__ import annotations
 
-import time
 from typing import List, Optional
 
-from tools.llama_bench.metrics import Rate
-from tools.llama_bench.monitor import Monitor, Snapshot, WindowStats, window_stats
+from tools.llama_bench.monitor.metrics import Rate
+from tools.llama_bench.monitor.sampler import Monitor, Snapshot
+from tools.llama_bench.monitor.windows import WindowStats, window_stats
+from tools.llama_bench.ticker import Ticker
 from tools.llama_bench.utils import fmt_bytes, fmt_float
 
-from .runner import Session
+from .session import Session, StopReason
 
 WINDOWS = (("now", 0.0), ("1m", 60.0), ("15m", 900.0), ("all", None))
 
@@ -27,7 +28,10 @@ def sys_line(label: str, stats: Optional[WindowStats], snap: Snapshot) -> str:
         return f"[sys] {label}: no data"
     ram = f"{fmt_bytes(stats.ram_used_bytes)}/{fmt_bytes(stats.ram_total_bytes)}"
     if stats.energy_joules is not None:
-        energy = f"energy cpu {stats.energy_joules:.1f} J ({fmt_float(stats.energy_watts)} W)"
+        # Name what the joules add up: RAPL (cpu), the GPUs, or both.
+        energy = (
+            f"energy {stats.energy_sources or 'total'} {stats.energy_joules:.1f} J ({fmt_float(stats.energy_watts)} W)"
+        )
     else:
         energy = snap.energy_text or "energy unavailable"
         if not energy.startswith("energy"):
@@ -38,7 +42,7 @@ def sys_line(label: str, stats: Optional[WindowStats], snap: Snapshot) -> str:
     )
 
 
-def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], snap: Snapshot, idle: bool) -> str:
+def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], snap: Snapshot) -> str:
     p = rate.prompt_tps if rate and rate.prompt_tps is not None else 0.0
     g = rate.gen_tps if rate and rate.gen_tps is not None else 0.0
     p_tok = stats.prompt_tokens if stats and stats.prompt_tokens is not None else 0
@@ -48,7 +52,7 @@ def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], sna
         if rate is None or rate.gen_tps is None:
             line += " (first sample)"
         else:
-            line += " (idle, last burst)" if idle else " (active)"
+            line += " (idle, last burst)" if snap.idle else " (active)"
         busy = f"{snap.slots.busy}/{snap.slots.total}" if snap.slots else "-"
         fill = f"{snap.slots.ctx_fill * 100:.0f}%" if snap.slots and snap.slots.ctx_fill is not None else "-"
         line += (
@@ -69,7 +73,7 @@ def format_block(snapshots: List[Snapshot]) -> List[str]:
     rates = snap.rates
     by_label = {"now": rates.now, "1m": rates.m1, "15m": rates.m15, "all": rates.all} if rates else {}
     for label, _ in WINDOWS:
-        lines.append(tok_line(label, by_label.get(label), stats[label], snap, bool(rates and rates.now_idle)))
+        lines.append(tok_line(label, by_label.get(label), stats[label], snap))
     for gpu in snap.gpus:
         lines.append(
             f"[gpu] {gpu.index}: util {_pct(gpu.util_percent)} vram {fmt_bytes(gpu.mem_used_bytes)}/"
@@ -78,31 +82,21 @@ def format_block(snapshots: List[Snapshot]) -> List[str]:
     return lines
 
 
-def run_plain(session: Session) -> str:
+def run_plain(session: Session) -> StopReason:
     """Sample every interval and print a block every stats interval; returns why it stopped."""
     server = session.server
-    monitor = Monitor(server.base_url, session.interval, api_key=server.cfg.api_key, pid=server.pid)
+    monitor = Monitor(server.base_url, session.interval, api_key=server.api_key, pid=server.pid)
+    samples, prints = Ticker(session.interval), Ticker(session.stats_interval)
     try:
-        next_sample = next_print = time.monotonic()
         while True:
             if server.poll() is not None:
-                return "server-exit"
-            if session.duration_over():
-                return "duration"
+                return StopReason.SERVER_EXIT
+            if not samples.wait(session.deadline):
+                return StopReason.DURATION
+            if server.poll() is not None:
+                return StopReason.SERVER_EXIT
             monitor.sample()
-            now = time.monotonic()
-            if now >= next_print:
+            if prints.due():
                 print("\n".join(format_block(monitor.snapshots())), flush=True)
-                next_print += session.stats_interval
-                if next_print < now:
-                    next_print = now + session.stats_interval
-            next_sample += session.interval
-            delay = next_sample - time.monotonic()
-            if session.deadline is not None:
-                delay = min(delay, session.deadline - time.monotonic())
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_sample = time.monotonic()
     finally:
         monitor.stop()

@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import List, Optional
+from typing import Callable, Literal, Optional
 
-from tools.llama_bench.server import ManagedServer
-from tools.llama_bench.server_args import config_from_args
+from tools.llama_bench.server.args import LaunchOptions
+from tools.llama_bench.server.config import ServerConfig
+from tools.llama_bench.server.managed import ManagedServer
+from tools.llama_bench.utils import ExitStatus
 
-
-class StopRequested(BaseException):
-    """SIGTERM or SIGHUP asked us to stop (handled like Ctrl-C). A BaseException, like KeyboardInterrupt,
-    so that best-effort `except Exception` blocks in the sampling code cannot swallow it."""
+from .session import Session, StopReason, StopRequested
 
 
 @dataclass
-class Session:
-    """What a UI loop needs: the server, where it logs, and when to stop."""
-
-    server: ManagedServer
-    interval: float
-    stats_interval: float
-    deadline: Optional[float]  # time.monotonic() at which --duration ends
-
-    def duration_over(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+class RunOptions:
+    config: ServerConfig
+    launch: LaunchOptions
+    ui: Optional[Literal["tui", "plain"]] = None  # None: tui on a terminal, else plain
+    interval: float = 1.0
+    stats_interval: float = 5.0
+    duration: Optional[float] = None
+    detach: bool = False
 
 
 def _raise_stop(signum: int, _frame: Optional[FrameType]) -> None:
@@ -47,52 +43,60 @@ def _ignore_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def run(args: argparse.Namespace, extra: List[str]) -> int:
-    cfg = config_from_args(args, extra)
-    server = ManagedServer(cfg, allow_multi_server=args.allow_multi_server)
-    use_tui = args.ui == "tui" or (args.ui is None and sys.stdout.isatty())
+def _live_view(session: Session, use_tui: bool) -> StopReason:
+    if use_tui:
+        from .tui import run_tui
+
+        return run_tui(session)
+    from .plain import run_plain
+
+    return run_plain(session)
+
+
+def run(opts: RunOptions) -> int:
+    server = ManagedServer(opts.config, allow_multi_server=opts.launch.allow_multi_server)
+    use_tui = opts.ui == "tui" or (opts.ui is None and sys.stdout.isatty())
     _install_signal_handlers()
-    user_stop = True
+    reason = StopReason.USER
     try:
         print(f"Starting llama-server: {' '.join(server.command)}", flush=True)
-        server.start(die_with_us=not args.detach)
+        server.start(die_with_us=not opts.detach)
         print(f"  pid {server.pid}, log {server.log_path}", flush=True)
-        waited = server.wait_ready(args.startup_timeout, on_wait=_loading_notice())
+        waited = server.wait_ready(opts.launch.startup_timeout, on_wait=_loading_notice())
         print(f"llama-server ready at {server.base_url} after {waited:.1f} s", flush=True)
-        if args.detach:
+        if opts.detach:
             server.detach()
             print(f"Detached: llama-server keeps running (pid {server.pid}); stop it with ./llama-run stop-all")
-            return 0
+            return ExitStatus.OK
         session = Session(
             server=server,
-            interval=args.interval,
-            stats_interval=args.stats_interval,
-            deadline=time.monotonic() + args.duration if args.duration else None,
+            interval=opts.interval,
+            stats_interval=opts.stats_interval,
+            deadline=time.monotonic() + opts.duration if opts.duration else None,
         )
-        if use_tui:
-            from .tui import run_tui
-
-            reason = run_tui(session)
-        else:
-            from .plain import run_plain
-
-            reason = run_plain(session)
-        user_stop = reason != "server-exit"
+        reason = _live_view(session, use_tui)
     except (KeyboardInterrupt, StopRequested):
         print("\nStopping llama-server ...", file=sys.stderr, flush=True)
     finally:
         _ignore_signals()
-        if server.proc is not None and not server.detached:
-            died = server.poll() is not None
-            code = server.stop()
-            how = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
-            print(f"llama-server exited with code {code}{how}", flush=True)
-            if died and user_stop is False and code not in (None, 0):
-                return code if code > 0 else 1
-    return 0 if user_stop else 1
+        code = _stop(server)
+    if reason is StopReason.SERVER_EXIT:
+        # The server died on its own: its exit code, or 1 when it says nothing (killed by a signal).
+        return code if code is not None and code > 0 else ExitStatus.FAILED
+    return ExitStatus.OK
 
 
-def _loading_notice():
+def _stop(server: ManagedServer) -> Optional[int]:
+    """Stop the server (unless detached or never started) and say how it exited."""
+    if server.proc is None or server.detached:
+        return None
+    code = server.stop()
+    how = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
+    print(f"llama-server exited with code {code}{how}", flush=True)
+    return code
+
+
+def _loading_notice() -> Callable[[float], None]:
     """Print a line every 10 s while the model loads, so a long start never looks like a hang."""
     state = {"next": 10.0}
 

@@ -2,45 +2,72 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import List, Optional
 
-from tools.llama_bench.procs import find_servers, stop_process
-from tools.llama_bench.utils import fmt_duration
+from tools.llama_bench.server.procs import ServerProcess, StopOutcome, find_servers, stop_process
+from tools.llama_bench.utils import ExitStatus, fmt_duration
 
 
-def ps(args: argparse.Namespace) -> int:
+def _by(s: ServerProcess) -> str:
+    if not s.ours:
+        return "other"
+    return "us (detached)" if s.detached else "us"
+
+
+def ps(as_json: bool = False) -> int:
     servers = find_servers()
-    if args.json:
+    if as_json:
         rows = [asdict(s) | {"uptime_s": round(s.uptime, 1)} for s in servers]
         print(json.dumps(rows, indent=2))
-        return 0
+        return ExitStatus.OK
     if not servers:
         print("No llama-server running.")
-        return 0
-    print(f"{'PID':>7}  {'PORT':>5}  {'UPTIME':>8}  {'BY':<6}  MODEL")
+        return ExitStatus.OK
+    print(f"{'PID':>7}  {'PORT':>5}  {'UPTIME':>8}  {'BY':<13}  MODEL")
     for s in servers:
-        by = "us" if s.ours else "other"
-        print(f"{s.pid:>7}  {s.port or '-':>5}  {fmt_duration(s.uptime):>8}  {by:<6}  {s.model or '-'}")
-    return 0
+        print(f"{s.pid:>7}  {s.port or '-':>5}  {fmt_duration(s.uptime):>8}  {_by(s):<13}  {s.model or '-'}")
+    return ExitStatus.OK
 
 
-def stop_all(args: argparse.Namespace) -> int:
-    servers = find_servers()
+@dataclass
+class StopFilter:
+    """Which servers `stop-all` stops: all of the user's, or only those on a port / with a pid."""
+
+    ports: Optional[List[int]] = None
+    pids: Optional[List[int]] = None
+
+    def matches(self, s: ServerProcess) -> bool:
+        if self.ports is not None and s.port not in self.ports:
+            return False
+        return self.pids is None or s.pid in self.pids
+
+    def describe(self) -> str:
+        parts = []
+        if self.ports is not None:
+            parts.append("port " + ", ".join(map(str, self.ports)))
+        if self.pids is not None:
+            parts.append("pid " + ", ".join(map(str, self.pids)))
+        return " and ".join(parts)
+
+
+def stop_all(flt: StopFilter, grace: float = 10.0, force: bool = False, dry_run: bool = False) -> int:
+    servers = [s for s in find_servers() if flt.matches(s)]
+    scope = flt.describe()
     if not servers:
-        print("No llama-server processes found.")
-        return 0
+        print(f"No llama-server processes found{' with ' + scope if scope else ''}.")
+        return ExitStatus.OK
     print("Found llama-server processes:")
     for s in servers:
         print(f"  pid {s.pid}  port {s.port or '-'}  {s.command}")
-    if args.dry_run:
+    if dry_run:
         print("Dry run: nothing stopped.")
-        return 0
+        return ExitStatus.OK
     failed = 0
     for s in servers:
-        result = stop_process(s.pid, s.create_time, grace=args.grace)
-        print(f"  pid {s.pid}: {result.outcome}")
-        failed += result.outcome.startswith("failed")
+        result = stop_process(s.pid, s.create_time, grace=grace, force=force)
+        print(f"  pid {s.pid}: {result}")
+        failed += result.outcome is StopOutcome.FAILED
     print(f"Stopped {len(servers) - failed} of {len(servers)} llama-server process(es).")
-    return 1 if failed else 0
+    return ExitStatus.FAILED if failed else ExitStatus.OK

@@ -1,0 +1,238 @@
+"""Arguments of `llama-bench benchmark`, `bench`, `compare` and `plot`, and their translation into
+typed parameters (BenchParams, OutputOptions) for the command functions in cmd.py.
+
+Only argparse here: the command code (rich, aiohttp, requests) is imported when a command runs,
+so `llama-bench --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from ..argtypes import any_int, non_negative_float, non_negative_int, positive_float, positive_int
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, int_setting, setting
+from ..utils import UserError, parse_token_count
+
+if TYPE_CHECKING:
+    from .cmd import OutputOptions
+    from .plan import BenchParams
+
+API_CHOICES = ("auto", "completion", "openai-completions", "openai-chat")
+TASKS = ("coding", "list", "random")
+SIZES_HELP = (
+    "Sizes are token counts; k = 1000 (100, 1k, 1.5k, 4096). Prompts are built with the server's own "
+    "tokenizer to exactly that many tokens, each with a unique prefix and cache_prompt=false."
+)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `benchmark` and `bench` (lists are validated by the command: one clear line)."""
+    g = p.add_argument_group("benchmark")
+    g.add_argument(
+        "--prompt-sizes",
+        default="1k,10k",
+        metavar="LIST",
+        help="prompt sizes in tokens, k = 1000: 100,200 or 1k,1.5k,4096 (default 1k,10k)",
+    )
+    g.add_argument("--max-output-tokens", type=positive_int, default=256, help="tokens generated per request (256)")
+    g.add_argument("--temperature", type=non_negative_float, default=0.0, help="sampling temperature (0)")
+    g.add_argument("--concurrency", default="1", metavar="LIST", help="concurrent requests, e.g. 1,4,16 (default 1)")
+    g.add_argument(
+        "--request-rate", type=positive_float, metavar="R", help="requests/s with Poisson arrivals (default: unlimited)"
+    )
+    n = g.add_mutually_exclusive_group()
+    n.add_argument("--num-requests", type=positive_int, metavar="N", help="requests per cell")
+    n.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="rounds of `concurrency` requests per cell when --num-requests is not given (default 3)",
+    )
+    g.add_argument("--warmup", type=non_negative_int, default=1, help="warm-up requests before the first cell (1)")
+    g.add_argument("--seed", type=any_int, default=0, help="seed for prompts, arrivals and sampling (0)")
+    g.add_argument(
+        "--api",
+        choices=API_CHOICES,
+        default=None,
+        help="completion = llama.cpp /completion, openai-completions = /v1/completions, openai-chat = "
+        "/v1/chat/completions (default: completion for llama.cpp, openai-chat otherwise)",
+    )
+    g.add_argument("--mode", choices=("chat", "completion"), help="compatibility alias: chat = --api openai-chat")
+    g.add_argument("--task", choices=TASKS, default="coding", help="prompt text: code, prose lists, random tokens")
+    g.add_argument("--api-model", metavar="NAME", help="model name sent in OpenAI requests (default: from /v1/models)")
+    g.add_argument("--extra", metavar="JSON", help="extra JSON fields merged into every request body")
+    g.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=300.0,
+        help="seconds without any data from the server before a request fails (300)",
+    )
+    g.add_argument("--metrics-interval", type=positive_float, default=1.0, help="/metrics sampling period in s (1)")
+    g.add_argument("--no-energy", action="store_true", help="do not read RAPL/NVML energy")
+    g.add_argument("--strict", action="store_true", help="fail instead of skipping prompt sizes that do not fit")
+    g.add_argument("--skip-vram-check", action="store_true", help="skip the check that the model fits in VRAM/RAM")
+    g.add_argument("--json-out", metavar="PATH", help="write the full result (versioned JSON)")
+    g.add_argument("--csv", metavar="PATH", help="write one CSV row per cell")
+    g.add_argument(
+        "--jsonl",
+        metavar="PATH",
+        help="append per-request records as they finish (default: a file in the state directory)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bar or per-cell tables; summary only")
+
+
+def register(subparsers: Any) -> None:
+    """Add the benchmark commands to llama-bench's subparsers."""
+    from ..server.args import add_server_args
+
+    b = subparsers.add_parser(
+        "benchmark",
+        help="benchmark a running server (llama.cpp or any OpenAI-compatible endpoint)",
+        description="Streaming benchmark of a running server: TTFT, ITL, TPOT, E2E, throughput, energy.",
+        epilog=SIZES_HELP,
+    )
+    host = setting("LLAMA_HOST") or DEFAULT_HOST
+    port = int_setting("LLAMA_PORT", DEFAULT_PORT)
+    b.add_argument("--endpoint", default=f"http://{host}:{port}", help="server URL (default %(default)s)")
+    b.add_argument("--api-key", help="API key (default: LLAMA_API_KEY, else OPENAI_API_KEY)")
+    add_run_args(b)
+    b.set_defaults(handler=_benchmark)
+
+    e = subparsers.add_parser(
+        "bench",
+        help="benchmark the llama-server on --host/--port, starting one if none is running",
+        description="Reuse the llama-server on --host/--port, else start one (stopped afterwards), and benchmark it.",
+        epilog=SIZES_HELP + " Extra llama-server flags go after `--`.",
+    )
+    add_server_args(e)
+    add_run_args(e)
+    e.set_defaults(handler=_bench)
+
+    c = subparsers.add_parser("compare", help="compare two --json-out results side by side")
+    c.add_argument("a", metavar="A.json")
+    c.add_argument("b", metavar="B.json")
+    c.set_defaults(handler=_compare)
+
+    p = subparsers.add_parser("plot", help="plot tok/s and latency of a --json-out result (needs matplotlib)")
+    p.add_argument("result", metavar="RESULT.json")
+    p.add_argument("--out", metavar="PNG", help="image file (default: RESULT.png)")
+    p.set_defaults(handler=_plot)
+
+
+# -- namespace -> typed parameters -------------------------------------------------------------------
+def parse_sizes(text: str) -> List[int]:
+    parts = [p.strip() for p in (text or "").split(",")]
+    if not any(parts):
+        raise UserError("--prompt-sizes is empty: give token counts such as 100,200 or 1k,10k")
+    sizes = []
+    for part in parts:
+        if not part:
+            raise UserError(f"--prompt-sizes '{text}' has an empty entry")
+        try:
+            sizes.append(parse_token_count(part))
+        except ValueError as exc:
+            raise UserError(f"--prompt-sizes: {exc}") from None
+    return sizes
+
+
+def parse_concurrency(text: str) -> List[int]:
+    parts = [p.strip() for p in (text or "").split(",")]
+    if not any(parts):
+        raise UserError("--concurrency is empty: give numbers such as 1,4,16")
+    out = []
+    for part in parts:
+        try:
+            value = int(part)
+        except ValueError:
+            raise UserError(f"--concurrency: '{part}' is not a whole number (example: 1,4,16)") from None
+        if value < 1:
+            raise UserError(f"--concurrency: {value} is not allowed, concurrency must be >= 1")
+        out.append(value)
+    return out
+
+
+def params_from_args(args: argparse.Namespace, endpoint: str, api_key: Optional[str]) -> "BenchParams":
+    from .plan import BenchParams
+    from .records import Api
+
+    api = Api(args.api) if args.api else Api.AUTO
+    if args.mode and not args.api:  # paq_llamacpp_studio's --mode chat|completion
+        api = Api.OPENAI_CHAT if args.mode == "chat" else Api.NATIVE
+    extra: Dict[str, Any] = {}
+    if args.extra:
+        try:
+            extra = json.loads(args.extra)
+        except ValueError as exc:
+            raise UserError(f"--extra is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise UserError("--extra must be a JSON object, e.g. '{\"top_k\": 1}'")
+    return BenchParams(
+        endpoint=endpoint,
+        api_key=api_key,
+        api=api,
+        prompt_sizes=parse_sizes(args.prompt_sizes),
+        concurrency=parse_concurrency(args.concurrency),
+        max_output_tokens=args.max_output_tokens,
+        num_requests=args.num_requests,
+        repeats=args.repeats,
+        temperature=args.temperature,
+        request_rate=args.request_rate,
+        warmup=args.warmup,
+        seed=args.seed,
+        task=args.task,
+        api_model=args.api_model,
+        timeout=args.timeout,
+        strict=args.strict,
+        metrics_interval=args.metrics_interval,
+        energy=not args.no_energy,
+        extra_body=extra,
+    )
+
+
+def outputs_from_args(args: argparse.Namespace) -> "OutputOptions":
+    from .cmd import OutputOptions
+
+    return OutputOptions(json_out=args.json_out, csv=args.csv, jsonl=args.jsonl, quiet=args.quiet)
+
+
+# -- handlers: typed parameters in, the command function called -----------------------------------
+def _benchmark(args: argparse.Namespace) -> int:
+    from ..endpoint import client_api_key, normalize_endpoint
+    from .cmd import benchmark
+
+    params = params_from_args(args, normalize_endpoint(args.endpoint), client_api_key(args.api_key))
+    return benchmark(params, outputs_from_args(args))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ..endpoint import client_api_key, server_api_key, url_for
+    from ..server.args import config_from_args, launch_from_args
+    from .cmd import bench
+
+    extra = list(args.extra_server_args or [])
+    api_key = server_api_key(args.api_key, extra) or client_api_key(None)
+    # Everything is validated before anything starts.
+    params = params_from_args(args, url_for(args.host, args.port), api_key)
+    return bench(
+        params,
+        outputs_from_args(args),
+        args.host,
+        args.port,
+        lambda: config_from_args(args, extra),
+        launch_from_args(args),
+        skip_vram_check=args.skip_vram_check,
+    )
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .cmd import compare
+
+    return compare(args.a, args.b)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .cmd import plot
+
+    return plot(args.result, args.out)

@@ -1,0 +1,215 @@
+"""`llama-bench benchmark`, `bench`, `compare` and `plot`: the commands around run_benchmark — server
+reuse or start, the console, and writing what was measured (also after Ctrl-C or a dead server)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from ..endpoint import Readiness, check_ready
+from ..http import HttpClient
+from ..server.args import LaunchOptions
+from ..server.config import ServerConfig
+from ..settings import state_dir
+from ..utils import ExitStatus, UserError
+from .entrypoint import BenchResult, run_benchmark
+from .plan import BenchParams, RunStatus
+
+
+@dataclass
+class OutputOptions:
+    json_out: Optional[str] = None
+    csv: Optional[str] = None
+    jsonl: Optional[str] = None  # default: a new file in the state directory
+    quiet: bool = False
+
+
+def check_writable(*paths: Optional[str]) -> None:
+    for path in paths:
+        if path:
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise UserError(f"cannot write {path}: directory {parent} does not exist")
+
+
+def _default_jsonl() -> str:
+    folder = state_dir() / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl")
+
+
+def benchmark(
+    params: BenchParams,
+    out: OutputOptions,
+    started: Optional[Dict[str, Any]] = None,
+    alive: Optional[Callable[[], bool]] = None,
+) -> int:
+    """Benchmark the running server at params.endpoint; print the summary and write the files."""
+    from .output.console import LiveReporter, make_console, summary_notes, summary_table
+    from .output.results import write_csv, write_json
+
+    check_writable(out.json_out, out.csv, out.jsonl)
+    jsonl_path = out.jsonl or _default_jsonl()
+    reporter = LiveReporter(quiet=out.quiet)
+    try:
+        result = run_benchmark(params, reporter, jsonl_path, started=started, alive=alive)
+    finally:
+        reporter.close()
+    console = make_console()
+    console.print(summary_table(result.document["cells"]))
+    for line in summary_notes(result.document["cells"]):
+        console.print(f"  {line}")
+    if out.json_out:
+        write_json(out.json_out, result.document)
+        console.print(f"results: {out.json_out}")
+    if out.csv:
+        write_csv(out.csv, result.document)
+        console.print(f"csv: {out.csv}")
+    console.print(f"per-request records: {jsonl_path}")
+    return exit_status(result)
+
+
+def exit_status(result: BenchResult) -> int:
+    from .output.console import make_console
+
+    err = make_console(stderr=True)
+    status = result.state.status
+    if status is RunStatus.INTERRUPTED:
+        err.print("llama-bench: interrupted; finished cells are summarised above")
+        return ExitStatus.INTERRUPTED
+    if status is RunStatus.SERVER_DIED:
+        err.print(f"llama-bench: error: {result.state.stop_reason}; finished cells are summarised above")
+        return ExitStatus.FAILED
+    if not result.measured:
+        raise UserError("no prompt size fits the server's context; nothing was measured (see the table above)")
+    if result.failed_requests:
+        err.print(
+            f"llama-bench: error: {result.failed_requests} request(s) failed (see the warnings above and the JSONL "
+            "records)"
+        )
+        return ExitStatus.FAILED
+    return ExitStatus.OK
+
+
+def bench(
+    params: BenchParams,
+    out: OutputOptions,
+    host: str,
+    port: int,
+    make_config: Callable[[], ServerConfig],
+    launch: LaunchOptions,
+    skip_vram_check: bool = False,
+) -> int:
+    """Reuse the server on host:port (params.endpoint), or start one from `make_config()` (called only
+    then: reusing needs no model) and stop it afterwards."""
+    from ..server.managed import ManagedServer
+    from ..server.ports import port_in_use
+
+    check_writable(out.json_out, out.csv, out.jsonl)
+    if port_in_use(host, port):
+        _wait_existing(params.endpoint, params.api_key, launch.startup_timeout)
+        print(f"Reusing existing llama-server at {params.endpoint.split('://', 1)[-1]}", flush=True)
+        return benchmark(params, out)
+    cfg = make_config()
+    if not skip_vram_check:
+        _fit_check(cfg)
+    server = ManagedServer(cfg, allow_multi_server=launch.allow_multi_server)
+    print(f"Starting llama-server ... ({' '.join(server.command)})", flush=True)
+    try:
+        server.start()
+        waited = server.wait_ready(launch.startup_timeout)
+        print(f"llama-server ready after {waited:.1f} s (pid {server.pid}, log {server.log_path})", flush=True)
+        started: Dict[str, Any] = {"command": server.command, "pid": server.pid, "log_path": str(server.log_path)}
+        from ..sysinfo import server_version
+
+        started.update({"binary_" + k: v for k, v in server_version(cfg.binary).items()})
+        return benchmark(params, out, started=started, alive=lambda: server.poll() is None)
+    finally:
+        code = server.stop()
+        if code is not None:
+            print(f"Stopped llama-server (exit code {code})", flush=True)
+
+
+def _wait_existing(endpoint: str, api_key: Optional[str], timeout: float) -> None:
+    """Something listens on the port: wait while it loads its model, fail if it is no server."""
+    client = HttpClient(endpoint, api_key=api_key, timeout=3.0)
+    port = endpoint.rsplit(":", 1)[-1]
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            check = check_ready(client, timeout=3.0)
+            if check.ready:
+                return
+            if check.state is Readiness.UNREACHABLE:
+                raise UserError(
+                    f"port {port} is in use but nothing there answers HTTP ({check.detail}); choose another --port"
+                )
+            if check.state is Readiness.NOT_A_SERVER:
+                raise UserError(f"port {port} is in use by something that is not a llama-server; choose another --port")
+            if check.state is Readiness.UNAUTHORIZED:
+                raise UserError(f"the server at {endpoint} requires an API key: pass --api-key")
+            if time.monotonic() > deadline:
+                raise UserError(f"the server at {endpoint} did not become ready within {timeout:g} s")
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
+def _fit_check(cfg: ServerConfig) -> None:
+    """A model larger than free RAM (+ free VRAM when offloading) will not load: say so up front."""
+    if not cfg.model or not os.path.isfile(cfg.model):
+        return
+    import psutil
+
+    size = os.path.getsize(cfg.model)
+    budget = psutil.virtual_memory().available
+    if not cfg.no_gpu:
+        from ..power.nvml import NvmlReader
+
+        reader = NvmlReader()
+        try:
+            for gpu in reader.gpus():
+                if gpu.mem_total_bytes is not None and gpu.mem_used_bytes is not None:
+                    budget += gpu.mem_total_bytes - gpu.mem_used_bytes
+        finally:
+            reader.close()
+    if size > budget:
+        gib = 1024**3
+        raise UserError(
+            f"the model ({size / gib:.1f} GiB) does not fit in free RAM/VRAM ({budget / gib:.1f} GiB); "
+            "pass --skip-vram-check to try anyway"
+        )
+
+
+def compare(path_a: str, path_b: str) -> int:
+    from .output.console import compare_table, make_console
+    from .output.results import load_result
+
+    a, b = load_result(path_a), load_result(path_b)
+    console = make_console()
+    for label, data in (("A", a), ("B", b)):
+        server = (data.get("environment") or {}).get("server") or {}
+        console.print(
+            f"{label}: {data.get('started_at')}  {server.get('build_info') or '-'}  "
+            f"{server.get('model_path') or server.get('model_id') or '-'}  api={data.get('api')}"
+        )
+    table = compare_table(a, b, path_a, path_b)
+    if not table.row_count:
+        raise UserError("the two results have no cell (prompt size x concurrency) in common")
+    console.print(table)
+    return ExitStatus.OK
+
+
+def plot(path: str, out: Optional[str]) -> int:
+    from .output.plot import plot_result
+    from .output.results import load_result
+
+    result = load_result(path)
+    target = out or str(Path(path).with_suffix(".png"))
+    check_writable(target)
+    plot_result(result, target)
+    print(f"wrote {target}")
+    return ExitStatus.OK

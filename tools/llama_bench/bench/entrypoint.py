@@ -1,0 +1,103 @@
+"""`run_benchmark`: the whole benchmark as one function call, without argparse or a console.
+
+The `benchmark`/`bench` commands call it with a console Observer and then write the files; tuners and
+tests call it in-process. It probes the server, plans the cells, builds the prompts, runs the engine
+and returns the result document (also after Ctrl-C or a dead server: the finished cells are in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from ..http import HttpClient, HttpError
+from ..utils import UserError
+from .output.jsonl import JsonlWriter
+from .output.results import build_result, environment_manifest
+from .payload import build_body, make_factory
+from .plan import BenchParams, Cell, CellStatus, Observer, RunState, RunStatus, plan_cells
+from .probe import ServerInfo, choose_api, probe_server
+from .records import Api
+from .runner import Runner
+
+
+@dataclass
+class BenchResult:
+    document: Dict[str, Any]  # the JSON result (schema llama-studio.benchmark/2)
+    state: RunState
+    cells: List[Cell]
+    info: ServerInfo
+    api: Api
+    measured: bool  # at least one cell could run
+
+    @property
+    def failed_requests(self) -> int:
+        return sum(c.summary.requests.failed for c in self.cells if c.summary)
+
+
+def run_benchmark(
+    params: BenchParams,
+    observer: Observer,
+    jsonl_path: str,
+    started: Optional[Dict[str, Any]] = None,
+    alive: Optional[Callable[[], bool]] = None,
+) -> BenchResult:
+    """Run the benchmark described by `params` against params.endpoint.
+
+    `started` describes the server when we started it (command, pid, log) for the manifest; `alive`
+    tells whether its process still runs. Per-request records are appended to `jsonl_path` as they
+    finish. Raises UserError for what the user can fix before anything is measured.
+    """
+    probe = HttpClient(params.endpoint, api_key=params.api_key, timeout=params.probe_timeout)
+    try:
+        info = probe_server(probe, params.endpoint)
+    finally:
+        probe.close()
+    api = choose_api(params.api, info)
+    factory, note = make_factory(params, info, api)
+    notes = [note] if note else []
+    if not info.metrics:
+        notes.append("no /metrics (start llama-server with --metrics): no server-side series")
+    overhead = factory.chat_overhead() if api is Api.OPENAI_CHAT else None
+    cells = plan_cells(params, info.n_ctx, info.total_slots, overhead)
+    runnable = [c for c in cells if c.status is CellStatus.PENDING]
+    if runnable:
+        try:
+            factory.prepare(max(c.prompt_size for c in runnable))
+        except (HttpError, RuntimeError) as exc:
+            raise UserError(f"cannot build prompts with the server's tokenizer: {exc}") from None
+    observer.server_probed(info, api, notes)
+
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    jsonl = JsonlWriter(jsonl_path, run_id)
+    runner = Runner(params, info, api, factory, cells, jsonl, observer, alive=alive)
+    try:
+        asyncio.run(runner.run())
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still keep what finished
+        runner.state.status = RunStatus.INTERRUPTED
+        runner.state.stop_reason = "interrupted by the user"
+        runner.finish_partial()
+    finally:
+        jsonl.close()
+
+    state = runner.state
+    for cell in cells:
+        if cell.status is CellStatus.PENDING:
+            cell.status, cell.reason = CellStatus.NOT_RUN, state.stop_reason
+    example = build_body(api, params, info, "<prompt>", params.seed) if runnable else None
+    document = build_result(
+        params,
+        info,
+        api,
+        cells,
+        state,
+        runner.sampler.series,
+        environment_manifest(info, started),
+        example,
+        notes,
+        jsonl_path,
+    )
+    return BenchResult(document, state, cells, info, api, measured=bool(runnable))

@@ -1,0 +1,197 @@
+"""Result files: the versioned JSON document (aggregates, per-request records, /metrics series,
+environment manifest), one CSV row per cell, and loading results back for compare/plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional
+
+from ...utils import UserError
+from ...version import __version__
+from ..plan import BenchParams, Cell, RunState
+from ..probe import ServerInfo
+from ..summary import FIELDS
+
+SCHEMA = "llama-studio.benchmark/2"
+SCHEMA_PREFIX = "llama-studio.benchmark/"
+
+# One CSV column per Field key (the column is named after the key).
+CSV_KEYS = [
+    "label",
+    "prompt_size",
+    "concurrency",
+    "status",
+    "reason",
+    "requests_sent",
+    "requests_ok",
+    "requests_failed",
+    "requests_interrupted",
+    "duration_s",
+    "prompt_tps",
+    "gen_tps",
+    "total_tps",
+    "requests_per_s",
+    *(f"{m}_{s}" for m in ("ttft", "tpot", "itl", "e2e") for s in ("mean", "p50", "p90", "p99", "min", "max")),
+    "reasoning_ttft_p50",
+    "queue_p50",
+    "overhead_p50",
+    "client_gen_tps_mean",
+    "server_prompt_tps_mean",
+    "server_gen_tps_mean",
+    "prompt_mismatches",
+    "cache_hits",
+    "stopped_early",
+    "requests_deferred_max",
+    "energy_wh",
+    "gen_tokens_per_j",
+    "tokens_per_j",
+    "energy_unavailable",
+]
+# Latency columns carry their unit, as before: ttft_p50 -> ttft_p50_ms.
+_MS_KEYS = {k for k in CSV_KEYS if FIELDS[k].unit == "ms"}
+
+
+def csv_name(key: str) -> str:
+    return f"{key}_ms" if key in _MS_KEYS else key
+
+
+def host_manifest() -> Dict[str, Any]:
+    """CPU model, cores, RAM, GPUs and OS of this machine."""
+    import psutil
+
+    from ...power.nvml import NvmlReader
+    from ...sysinfo import cpu_model
+
+    gpus: List[Dict[str, Any]] = []
+    reader = NvmlReader()
+    try:
+        gpus = [asdict(g) for g in reader.gpus()]
+        gpu_reason = None if reader.available else reader.reason
+    finally:
+        reader.close()
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "cpu_cores_logical": psutil.cpu_count(logical=True),
+        "ram_total_bytes": psutil.virtual_memory().total,
+        "gpus": gpus,
+        "gpu_reason": gpu_reason,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+    }
+
+
+def environment_manifest(info: ServerInfo, started: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    server = info.to_dict()
+    server["started_by_us"] = started is not None
+    if started:
+        server.update(started)
+    return {"tool": {"name": "llama-bench", "version": __version__}, "server": server, "host": host_manifest()}
+
+
+def build_result(
+    params: BenchParams,
+    info: ServerInfo,
+    api: str,
+    cells: List[Cell],
+    state: RunState,
+    series: List[Dict[str, Any]],
+    environment: Dict[str, Any],
+    request_example: Optional[Dict[str, Any]],
+    notes: List[str],
+    jsonl_path: Optional[str],
+) -> Dict[str, Any]:
+    records = [r.to_dict() for r in state.warmup_records]
+    for cell in cells:
+        for rec in cell.records:
+            records.append({**rec.to_dict(), "prompt_size": cell.prompt_size, "concurrency": cell.concurrency})
+    return {
+        "schema": SCHEMA,
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "started_at": _iso(state.started_wall),
+        "finished_at": _iso(state.finished_wall or time.time()),
+        "api": api,
+        "params": params.to_dict(),
+        "request_example": request_example,
+        "environment": environment,
+        "notes": notes,
+        "jsonl": jsonl_path,
+        "cells": [c.to_dict() for c in cells],
+        "requests": records,
+        "metrics_series": series,
+    }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
+
+
+def write_json(path: str, result: Dict[str, Any]) -> None:
+    """Write atomically: a crash while writing never leaves a truncated result behind."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def csv_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    rows = []
+    for cell in result.get("cells", []):
+        row: Dict[str, Any] = {}
+        for key in CSV_KEYS:
+            value = FIELDS[key].get(cell)
+            if isinstance(value, list):
+                value = len(value)
+            elif isinstance(value, float):
+                value = round(value, 4)
+            row[csv_name(key)] = "" if value is None else value
+        row["warnings"] = " | ".join(cell.get("warnings") or [])
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: str, result: Dict[str, Any]) -> None:
+    rows = csv_rows(result)
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[csv_name(k) for k in CSV_KEYS] + ["warnings"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _upgrade_v1(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 1 called a cell's requested size and a record's server count both `prompt_tokens`."""
+    for cell in data.get("cells") or []:
+        if isinstance(cell, dict) and "prompt_tokens" in cell and "prompt_size" not in cell:
+            cell["prompt_size"] = cell.pop("prompt_tokens")
+    for rec in data.get("requests") or []:
+        if isinstance(rec, dict) and "prompt_tokens" in rec and "prompt_tokens_reported" not in rec:
+            rec["prompt_tokens_reported"] = rec.pop("prompt_tokens")
+    data["schema"] = SCHEMA
+    return data
+
+
+def load_result(path: str) -> Dict[str, Any]:
+    """A result written by --json-out (schema 1 is upgraded on the fly); one clear error for anything else."""
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"result file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} as a benchmark result: {exc}") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
+        raise UserError(f"{path} is not a llama-bench result (written with --json-out)")
+    if schema == SCHEMA_PREFIX + "1":
+        return _upgrade_v1(data)
+    if schema != SCHEMA:
+        raise UserError(f"{path} uses schema {schema}; this version reads {SCHEMA}")
+    return data

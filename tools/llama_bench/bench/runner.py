@@ -1,0 +1,323 @@
+"""The benchmark engine: warm-up, request scheduling (closed loop or Poisson arrivals), /metrics and
+energy sampling per cell, and crash-safe recording (each record goes to the sink as it finishes)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from ..http import HttpClient, HttpError
+from .payload import build_body
+from .plan import BenchParams, Cell, CellStatus, Observer, RecordSink, RunState, RunStatus, warmup_shape
+from .probe import ServerInfo
+from .records import INTERRUPTED, SERVER_DIED, Api, RequestRecord, RequestSpec
+from .sampler import MetricsSampler
+from .stats import aggregate, warnings_for
+from .workload import PromptFactory
+
+
+def _delta(a: Optional[Dict[str, float]], b: Optional[Dict[str, float]], key: str) -> Optional[float]:
+    if not a or not b or key not in a or key not in b:
+        return None
+    return b[key] - a[key] if b[key] >= a[key] else b[key]  # a counter reset means the server restarted
+
+
+class Runner:
+    def __init__(
+        self,
+        params: BenchParams,
+        info: ServerInfo,
+        api: Api,
+        factory: PromptFactory,
+        cells: List[Cell],
+        sink: RecordSink,
+        observer: Observer,
+        alive: Optional[Callable[[], bool]] = None,
+    ) -> None:
+        self.params = params
+        self.info = info
+        self.api = api
+        self.factory = factory
+        self.cells = cells
+        self.sink = sink
+        self.obs = observer
+        self.process_alive = alive  # when we started the server: is its process still running?
+        self.state = RunState()
+        self.sampler = MetricsSampler(
+            params.endpoint, params.api_key, params.metrics_interval, info.metrics, params.energy and info.is_local
+        )
+        self._inflight: Set["asyncio.Task[RequestRecord]"] = set()
+        self._stop = False
+        self._stop_event = asyncio.Event()
+        self._may_send = asyncio.Event()
+        self._may_send.set()
+        self._checking: Optional["asyncio.Future[None]"] = None
+        self._health = HttpClient(params.endpoint, api_key=params.api_key, timeout=3.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def alive(self) -> bool:
+        """The server's process (when ours) runs and /health answers without a server error."""
+        if self.process_alive is not None and not self.process_alive():
+            return False
+        try:
+            return self._health.get("/health", timeout=3.0).status < 500
+        except HttpError:
+            return False
+
+    def request_stop(self, status: RunStatus, reason: str) -> None:
+        if self._stop:
+            return
+        self._stop = True
+        self._stop_event.set()
+        self.state.status, self.state.stop_reason = status, reason
+        for task in list(self._inflight):
+            task.cancel()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> List[int]:
+        installed: List[int] = []
+
+        def on_signal(signum: int) -> None:
+            self.obs.message("Interrupted: stopping after recording what finished (press Ctrl-C again to abort)")
+            self.request_stop(RunStatus.INTERRUPTED, "interrupted by the user")
+            loop.remove_signal_handler(signum)  # a second Ctrl-C raises KeyboardInterrupt as usual
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        return installed
+
+    async def run(self) -> RunState:
+        from .client import StreamClient
+
+        loop = asyncio.get_running_loop()
+        installed = self._install_signals(loop)
+        await self.sampler.start()
+        max_conc = max([c.concurrency for c in self.cells] or [1])
+        try:
+            async with StreamClient(
+                self.params.endpoint, self.params.api_key, timeout=self.params.timeout, max_connections=max_conc + 4
+            ) as client:
+                runnable = [c for c in self.cells if c.status is CellStatus.PENDING]
+                self.obs.planned(self.cells, self.params.warmup if runnable else 0)
+                if runnable and self.params.warmup:
+                    await self._warmup(client)
+                for cell in runnable:
+                    if self._stop:
+                        break
+                    await self._run_cell(client, cell)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.sampler.stop()
+            self._health.close()
+            self.state.finished_wall = time.time()
+        if self.state.status is RunStatus.RUNNING:
+            self.state.status = RunStatus.COMPLETE
+        return self.state
+
+    # -- requests ----------------------------------------------------------------------------
+    def _spec(self, size: int, key: str, index: int, cell: str, warmup: bool, max_tokens: int) -> RequestSpec:
+        mode_tokens = self.api is not Api.OPENAI_CHAT
+        prompt = self.factory.make(size, key)
+        payload: Any = prompt.token_ids if (mode_tokens and prompt.token_ids is not None) else prompt.text
+        seed = self.params.seed * 100003 + index
+        body = build_body(self.api, self.params, self.info, payload, seed)
+        if max_tokens != self.params.max_output_tokens:
+            body["n_predict" if self.api is Api.COMPLETION else "max_tokens"] = max_tokens
+        return RequestSpec(
+            index=index,
+            api=self.api,
+            body=body,
+            prompt_tokens=size,
+            max_tokens=max_tokens,
+            cell=cell,
+            warmup=warmup,
+            prompt_verified=prompt.verified,
+        )
+
+    async def _build_specs(self, cell: Cell) -> List[RequestSpec]:
+        # Tokenizer round trips are blocking HTTP calls: keep them off the event loop.
+        loop = asyncio.get_running_loop()
+
+        def build() -> List[RequestSpec]:
+            mt = self.params.max_output_tokens
+            return [
+                self._spec(cell.prompt_size, f"{cell.label}:{i}", i, cell.label, False, mt)
+                for i in range(cell.num_requests)
+            ]
+
+        return await loop.run_in_executor(None, build)
+
+    async def _warmup(self, client: Any) -> None:
+        shape = warmup_shape(self.cells, self.params)
+        if shape is None:
+            return
+        size, max_tokens = shape
+        loop = asyncio.get_running_loop()
+        specs = await loop.run_in_executor(
+            None,
+            lambda: [self._spec(size, f"warmup:{i}", i, "warmup", True, max_tokens) for i in range(self.params.warmup)],
+        )
+        for spec in specs:
+            if self._stop:
+                return
+            rec = await self._send(client, spec)
+            self.state.warmup_records.append(rec)
+            self._record(rec, None)
+            if not rec.ok and rec.error != INTERRUPTED:
+                await self._check_server(rec)
+
+    def _record(self, rec: RequestRecord, cell: Optional[Cell]) -> None:
+        rec.t_s = rec.start_s - self.sampler.t0
+        self.sink.write(rec, cell)  # flushed at once: a crash or Ctrl-C keeps this record
+        self.obs.request_done(rec)
+
+    async def _send(self, client: Any, spec: RequestSpec) -> RequestRecord:
+        # A task of its own so request_stop() can cancel it; send() turns the cancellation into
+        # an "interrupted" record instead of raising.
+        task = asyncio.ensure_future(client.send(spec))
+        self._inflight.add(task)
+        try:
+            return await task
+        finally:
+            self._inflight.discard(task)
+
+    async def _check_server(self, rec: RequestRecord) -> None:
+        """A request failed at the transport level (or with a 5xx): is the server still there?
+
+        New requests wait while the check runs, so a dead server does not turn every queued
+        request into a "connection refused" failure; concurrent failures share one check."""
+        if rec.http_status is not None and 400 <= rec.http_status < 500:
+            return
+        if self._checking is not None:
+            await self._checking
+            return
+        loop = asyncio.get_running_loop()
+        self._checking = loop.create_future()
+        self._may_send.clear()
+        try:
+            alive = await loop.run_in_executor(None, self.alive)
+        finally:
+            self._checking.set_result(None)
+            self._checking = None
+            self._may_send.set()
+        if not alive:
+            self.obs.message(f"The server stopped responding ({rec.error}); stopping the run")
+            self.request_stop(RunStatus.SERVER_DIED, f"the server stopped responding ({rec.error})")
+
+    async def _run_cell(self, client: Any, cell: Cell) -> None:
+        specs = await self._build_specs(cell)
+        if self._stop:
+            return
+        self.sampler.cell = cell.label
+        start_metrics = await self.sampler.scrape_now()
+        self.sampler.energy_start()
+        self.obs.cell_started(cell)
+        sem = asyncio.Semaphore(cell.concurrency)
+        t0 = time.monotonic()
+        offsets = self._arrivals(cell) if self.params.request_rate else None
+
+        async def one(spec: RequestSpec, offset: Optional[float]) -> None:
+            if offset is not None:
+                spec.scheduled = t0 + offset
+                delay = max(0.0, spec.scheduled - time.monotonic())
+                try:  # sleep until the arrival time, but wake up at once when the run stops
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            async with sem:
+                await self._may_send.wait()
+                if self._stop:
+                    return
+                rec = await self._send(client, spec)
+            if self._stop and rec.error == INTERRUPTED and self.state.status is RunStatus.SERVER_DIED:
+                rec.error = SERVER_DIED
+            cell.records.append(rec)
+            self._record(rec, cell)
+            if not rec.ok and rec.error not in (INTERRUPTED, SERVER_DIED):
+                await self._check_server(rec)
+
+        await asyncio.gather(*(one(s, offsets[i] if offsets else None) for i, s in enumerate(specs)))
+        end_metrics = await self.sampler.scrape_now()
+        self._finish_cell(cell, start_metrics, end_metrics)
+        self.sampler.cell = None
+        self.obs.cell_done(cell)
+
+    def finish_partial(self) -> None:
+        """After an abrupt stop: summarise the cell that was running from the records it has."""
+        for cell in self.cells:
+            if cell.status is CellStatus.PENDING and cell.records:
+                self._finish_cell(cell, None, None)
+
+    def _arrivals(self, cell: Cell) -> List[float]:
+        """Poisson process: exponential gaps with mean 1/rate, seeded per cell; first at t=0."""
+        rate = float(self.params.request_rate or 0)
+        rng = random.Random(f"{self.params.seed}:arrivals:{cell.label}")
+        t, out = 0.0, []
+        for _ in range(cell.num_requests):
+            out.append(t)
+            t += rng.expovariate(rate)
+        return out
+
+    def _finish_cell(self, cell: Cell, m0: Optional[Dict[str, float]], m1: Optional[Dict[str, float]]) -> None:
+        cell.records.sort(key=lambda r: r.index)
+        cell.summary = aggregate(cell.records, planned=cell.num_requests)
+        cell.warnings.extend(warnings_for(cell.summary, self.params.max_output_tokens))
+        if self.state.status is RunStatus.INTERRUPTED:
+            cell.status = CellStatus.INTERRUPTED
+        elif self.state.status is RunStatus.SERVER_DIED:
+            cell.status = CellStatus.ABORTED
+        else:
+            cell.status = CellStatus.DONE
+        samples = self.sampler.cell_samples(cell.label)
+        if m0 is not None or samples:
+
+            def peak(key: str) -> Optional[float]:
+                vals = [s[key] for s in samples if key in s]
+                return max(vals) if vals else None
+
+            cell.server_metrics = {
+                "prompt_tokens": _delta(m0, m1, "prompt_tokens_total"),
+                "gen_tokens": _delta(m0, m1, "tokens_predicted_total"),
+                "requests_deferred_max": peak("requests_deferred"),
+                "requests_processing_max": peak("requests_processing"),
+                "samples": len(samples),
+            }
+            deferred = cell.server_metrics["requests_deferred_max"]
+            if deferred:
+                cell.warnings.append(f"the server deferred up to {deferred:g} request(s) (all slots busy)")
+        cell.energy = self._energy(cell)
+
+    def _energy(self, cell: Cell) -> Dict[str, Any]:
+        from ..power.meter import joules_to_wh, tokens_per_joule
+
+        if not self.params.energy:
+            return {"available": False, "reason": "disabled"}
+        if not self.info.is_local:
+            return {"available": False, "reason": "the server is not on this machine"}
+        summary = self.sampler.energy_read()
+        if summary is None or summary.total_joules is None:
+            reasons = [] if summary is None else [r for r in (summary.cpu_reason, summary.gpu_reason) if r]
+            return {"available": False, "reason": "; ".join(reasons) or "no energy source"}
+        tp = cell.summary.throughput if cell.summary else None
+        gen = tp.gen_tokens if tp else None
+        total = (tp.prompt_tokens if tp else 0) + (gen or 0)
+        return {
+            "available": True,
+            "cpu_j": summary.cpu_joules,
+            "gpu_j": summary.gpu_joules,
+            "total_j": summary.total_joules,
+            "wh": joules_to_wh(summary.total_joules),
+            "gen_tokens_per_j": tokens_per_joule(gen, summary.total_joules),
+            "tokens_per_j": tokens_per_joule(total, summary.total_joules),
+            "cpu_reason": summary.cpu_reason,
+            "gpu_reason": summary.gpu_reason,
+            "note": "whole machine (client included): RAPL package energy + NVML GPU energy",
+        }

@@ -1,0 +1,206 @@
+"""The lifecycle of a llama-server we start: own session and process group, a parent-death signal,
+real readiness, and stop (SIGTERM to the group, grace period, SIGKILL, always reaped)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Callable, List, Optional
+
+from ..endpoint import Readiness, check_ready
+from ..http import HttpClient
+from ..settings import state_dir
+from ..utils import ExitStatus, UserError
+from . import registry
+from .config import ServerConfig, build_command
+from .ports import port_in_use, who_listens
+
+
+class ServerStartError(UserError):
+    """llama-server exited or never became ready."""
+
+
+def _set_parent_death_signal() -> None:
+    """In the child before exec: the kernel kills the server if our process dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def log_tail(path: Path, lines: int = 12) -> List[str]:
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
+    except OSError:
+        return []
+
+
+def explain_exit(code: int, log_path: Path) -> str:
+    """One message for a server that exited: the exit code plus the log lines that say why."""
+    tail = log_tail(log_path, 200)
+    errors = [line for line in tail if "failed to load model" in line or "error" in line.lower()]
+    shown = errors[-6:] if errors else tail[-8:]
+    details = "\n".join("    " + line for line in shown)
+    return f"llama-server exited with code {code} during start-up (log: {log_path})" + (
+        f"\n{details}" if details else ""
+    )
+
+
+class ManagedServer:
+    """One llama-server we start and own."""
+
+    def __init__(self, cfg: ServerConfig, allow_multi_server: bool = False) -> None:
+        self.cfg = cfg
+        self.allow_multi_server = allow_multi_server
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path: Optional[Path] = None
+        self._log_fh: Optional[IO[bytes]] = None
+        self.detached = False
+        self.started_at: Optional[float] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def base_url(self) -> str:
+        return self.cfg.base_url
+
+    @property
+    def api_key(self) -> Optional[str]:
+        return self.cfg.client_api_key
+
+    @property
+    def command(self) -> List[str]:
+        return build_command(self.cfg)
+
+    def check_can_start(self) -> None:
+        from .procs import find_servers
+
+        if port_in_use(self.cfg.host, self.cfg.port):
+            holder = who_listens(self.cfg.port)
+            who = f" by {holder}" if holder else ""
+            raise UserError(f"port {self.cfg.port} is already in use{who}; choose another with --port")
+        if not self.allow_multi_server:
+            running = find_servers()
+            if running:
+                first = running[0]
+                raise UserError(
+                    f"a llama-server is already running (pid {first.pid}, port {first.port}); stop it with "
+                    "./llama-run stop-all, reuse it, or pass --allow-multi-server"
+                )
+
+    def start(self, die_with_us: bool = True) -> None:
+        """Start the server; unless `die_with_us` is False (--detach), it is killed if we die."""
+        self.check_can_start()
+        logs = state_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"llama-server-{self.cfg.port}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        self._log_fh = open(self.log_path, "wb")
+        cmd = self.command
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: terminal Ctrl-C reaches us, and we stop it
+                preexec_fn=_set_parent_death_signal if die_with_us else None,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise UserError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
+        self.started_at = time.time()
+        registry.register(
+            registry.ServerEntry(
+                pid=self.proc.pid,
+                create_time=registry.process_create_time(self.proc.pid) or self.started_at,
+                host=self.cfg.host,
+                port=self.cfg.port,
+                cmdline=cmd,
+                model=self.cfg.model,
+                log_path=str(self.log_path),
+                started_at=self.started_at,
+                owner_pid=os.getpid(),
+            )
+        )
+
+    def wait_ready(self, timeout: float, on_wait: Optional[Callable[[float], None]] = None) -> float:
+        """Block until the server is ready (endpoint.check_ready); returns seconds waited."""
+        assert self.proc is not None and self.log_path is not None
+        client = HttpClient(self.base_url, api_key=self.api_key, timeout=2.0)
+        start = time.monotonic()
+        try:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    raise ServerStartError(explain_exit(code, self.log_path), ExitStatus.FAILED)
+                check = check_ready(client)
+                if check.ready:
+                    return time.monotonic() - start
+                if check.state is Readiness.UNAUTHORIZED:
+                    raise ServerStartError(
+                        f"llama-server at {self.base_url} refuses our API key ({check.detail}); pass the key the "
+                        "server uses with --api-key",
+                        ExitStatus.FAILED,
+                    )
+                waited = time.monotonic() - start
+                if waited > timeout:
+                    raise ServerStartError(
+                        f"llama-server did not become ready within {timeout:g} s (still loading the model?); "
+                        f"raise --startup-timeout or check the log: {self.log_path}",
+                        ExitStatus.FAILED,
+                    )
+                if on_wait:
+                    on_wait(waited)
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def poll(self) -> Optional[int]:
+        return self.proc.poll() if self.proc else None
+
+    def detach(self) -> None:
+        """Leave the server running after we exit (it already lives in its own session)."""
+        self.detached = True
+        if self.proc:
+            registry.mark_detached(self.proc.pid)
+        self._close_log()
+
+    def stop(self, grace: float = 10.0) -> Optional[int]:
+        """SIGTERM the process group, wait `grace` s, then SIGKILL; returns the exit code."""
+        if self.proc is None or self.detached:
+            return None
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.proc.wait()
+        registry.unregister(self.proc.pid)
+        self._close_log()
+        return self.proc.returncode
+
+    def _signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)  # pid == pgid thanks to start_new_session
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self.proc.send_signal(sig)
+
+    def _close_log(self) -> None:
+        if self._log_fh:
+            self._log_fh.close()
+            self._log_fh = None
