@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 from urllib.parse import urlsplit
 
-from .http import HttpClient, HttpError
 from .settings import setting
 from .utils import StrEnum, UserError
+
+if TYPE_CHECKING:
+    from .http import HttpClient
 
 LOOPBACK = "127.0.0.1"
 # What users paste from their client configuration: the server's base URL is what is left.
@@ -126,13 +128,15 @@ class ReadyCheck:
         return self.state is Readiness.READY
 
 
-def check_ready(client: HttpClient, timeout: float = 2.0) -> ReadyCheck:
+def check_ready(client: "HttpClient", timeout: float = 2.0) -> ReadyCheck:
     """Ready = /health answers 200 and /v1/models answers 200.
 
     The port opens before the model is loaded, and while it loads llama-server answers 503 on both
     (some older builds answer /v1/models early, hence both). An OpenAI-compatible server without
     /health (404) is ready when /v1/models is. /health needs no key on llama-server; /v1/models does.
     """
+    from .http import HttpError
+
     try:
         health = client.get("/health", timeout=timeout).status
         if health == 503:

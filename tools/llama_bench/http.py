@@ -74,11 +74,3 @@ def _short_reason(exc: Exception) -> str:
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def is_ready(client: HttpClient, timeout: float = 2.0) -> bool:
-    """Ready = /health and /v1/models both answer 200 (the port opens before the model is loaded)."""
-    try:
-        return client.get("/health", timeout=timeout).status == 200 and client.get("/v1/models", timeout).status == 200
-    except HttpError:
-        return False

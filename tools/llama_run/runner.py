@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Callable, Literal, Optional
 
-from tools.llama_bench.server.args import LaunchOptions
-from tools.llama_bench.server.config import ServerConfig
+from tools.llama_bench.server.config import LaunchOptions, ServerConfig
 from tools.llama_bench.server.managed import ManagedServer
 from tools.llama_bench.utils import ExitStatus
 

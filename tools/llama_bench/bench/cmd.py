@@ -11,8 +11,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
-from ..server.args import LaunchOptions
-from ..server.config import ServerConfig
+from ..server.config import LaunchOptions, ServerConfig
 from ..settings import state_dir
 from ..utils import ExitStatus, UserError
 from .entrypoint import BenchResult, run_benchmark

@@ -17,7 +17,6 @@ class WindowStats:
     ram_used_bytes: Optional[int]
     ram_total_bytes: Optional[int]
     server_rss_bytes: Optional[int]
-    server_rss_peak_bytes: Optional[int]
     prompt_tokens: Optional[int]
     gen_tokens: Optional[int]
     energy_joules: Optional[float]
@@ -71,7 +70,6 @@ def window_stats(snapshots: List[Snapshot], seconds: Optional[float]) -> Optiona
         ram_used_bytes=last_host.ram_used_bytes if last_host else None,
         ram_total_bytes=last_host.ram_total_bytes if last_host else None,
         server_rss_bytes=rss[-1] if rss else None,
-        server_rss_peak_bytes=max(rss) if rss else None,
         prompt_tokens=counted("prompt_tokens"),
         gen_tokens=counted("gen_tokens"),
         energy_joules=joules,

@@ -4,13 +4,13 @@ in `llama-run` and `llama-bench`), and their translation into a ServerConfig."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ..argtypes import non_negative_int, port_type, positive_float, positive_int
-from ..endpoint import check_api_key
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT, int_setting, setting
-from .config import ServerConfig
+
+if TYPE_CHECKING:  # imported when a command runs: `--help` only needs argparse
+    from .config import LaunchOptions, ServerConfig
 
 MODEL_FLAGS = ("-m", "--model", "-hf", "--hf-repo", "-mu", "--model-url")
 
@@ -57,22 +57,18 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@dataclass
-class LaunchOptions:
-    """How to start a server, beyond its own flags."""
+def launch_from_args(args: argparse.Namespace) -> "LaunchOptions":
+    from .config import LaunchOptions
 
-    allow_multi_server: bool = False
-    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
-
-
-def launch_from_args(args: argparse.Namespace) -> LaunchOptions:
     return LaunchOptions(allow_multi_server=args.allow_multi_server, startup_timeout=args.startup_timeout)
 
 
 def config_from_args(
     args: argparse.Namespace, extra: Optional[List[str]] = None, model_required: bool = True
-) -> ServerConfig:
+) -> "ServerConfig":
     """Resolve binary and model and build a ServerConfig (raises UserError with a clear message)."""
+    from ..endpoint import check_api_key
+    from .config import ServerConfig
     from .locate import resolve_binary, resolve_model
 
     extra = list(extra or [])

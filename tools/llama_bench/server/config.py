@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..endpoint import server_api_key, url_for
-from ..settings import DEFAULT_HOST, DEFAULT_PORT
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT
 
 
 @dataclass
@@ -34,6 +34,14 @@ class ServerConfig:
     def client_api_key(self) -> Optional[str]:
         """The key this server will require (also one given as a raw flag after `--` or LLAMA_ARG_API_KEY)."""
         return server_api_key(self.api_key, self.extra_args)
+
+
+@dataclass
+class LaunchOptions:
+    """How to start a server, beyond its own flags."""
+
+    allow_multi_server: bool = False
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
 
 
 def build_command(cfg: ServerConfig) -> List[str]:
