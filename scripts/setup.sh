@@ -85,7 +85,7 @@ if [[ "$yes" == 0 && -t 0 && "$model_spec" == "default" ]]; then
     [[ -n "$answer" ]] && model_spec="$answer"
 fi
 log "model: $model_spec"
-model_path="$(.venv/bin/python -m tools.llama_bench.server.models "$model_spec" | tail -n 1)"
+model_path="$(.venv/bin/python -m tools.llama_bench.models.download "$model_spec" | tail -n 1)"
 log "model file: $model_path"
 
 # --- 4. .env and start script ----------------------------------------------------------------

@@ -56,7 +56,7 @@ build_start=$(date +%s)
 scripts/build_llama.cpp.sh
 echo "llama.cpp ready in $(($(date +%s) - build_start)) s"
 export LLAMA_STUDIO_REAL_SERVER="$REPO_DIR/build/llama.cpp/build/bin/llama-server"
-export LLAMA_STUDIO_REAL_MODEL="$("$PY" -m tools.llama_bench.server.models default | tail -n 1)"
+export LLAMA_STUDIO_REAL_MODEL="$("$PY" -m tools.llama_bench.models.download default | tail -n 1)"
 step "real tier (real llama-server, $(basename "$LLAMA_STUDIO_REAL_MODEL"))"
 real_start=$(date +%s)
 "$PY" -m pytest tests/ -m real -q "$@"

