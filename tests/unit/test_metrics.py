@@ -356,3 +356,15 @@ def test_slot_usage_is_capped_at_its_context_size():
     summary = summarize_slots([slot(0, True, 2000, 100, n_ctx=1024)])
     assert summary.ctx_used == 1024
     assert summary.ctx_fill == pytest.approx(1.0)
+
+
+def test_now_token_counts_agree_with_the_now_rates():
+    tracker = RateTracker()
+    tracker.update(sample(0.0, prompt=0, gen=0))
+    rs = tracker.update(sample(1.0, prompt=10, gen=20))
+    assert (rs.now_prompt_tokens, rs.now_gen_tokens) == (10, 20)
+    rs = tracker.update(sample(2.0, prompt=10, gen=50))
+    assert (rs.now_prompt_tokens, rs.now_gen_tokens) == (0, 30)
+    rs = tracker.update(sample(3.0, prompt=10, gen=50))  # quiet: the burst of the last two intervals
+    assert rs.now_idle and (rs.now_prompt_tokens, rs.now_gen_tokens) == (10, 50)
+    assert approx_rate(rs.now, 5.0, 25.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Tuple
 
 from tools.llama_bench.monitor.metrics import Rate, RateSet
 from tools.llama_bench.monitor.sampler import HostStats, ProcessStats, Snapshot
@@ -15,12 +16,21 @@ TOK = re.compile(r"^\[tok\] (now|1m|15m|all): p_tok/s \d+\.\d+ g_tok/s \d+\.\d+ 
 
 
 def snap(
-    elapsed: float, prompt: int, gen: int, now: Rate, idle: bool, cpu: float = 10.0, processing: float = 0.0
+    elapsed: float,
+    prompt: int,
+    gen: int,
+    now: Rate,
+    idle: bool,
+    cpu: float = 10.0,
+    processing: float = 0.0,
+    now_tokens: Tuple[int, int] = (0, 0),
 ) -> Snapshot:
-    """A snapshot whose token counters were quiet (`idle`) or moving; an idle server has no busy slot."""
+    """A snapshot whose token counters were quiet (`idle`) or moving; an idle server has no busy slot.
+    `now_tokens` are the tokens behind `now` (the last interval's, or the last burst's when idle)."""
     rates = RateSet(
         now=now, now_idle=idle, m1=Rate(1.0, 2.0), m15=Rate(1.0, 2.0), all=Rate(1.0, 2.0),
         prompt_tokens=prompt, gen_tokens=gen, prompt_tokens_total=prompt, gen_tokens_total=gen,
+        now_prompt_tokens=now_tokens[0], now_gen_tokens=now_tokens[1],
     )  # fmt: skip
     return Snapshot(
         wall=1000.0 + elapsed,
@@ -36,7 +46,7 @@ def snap(
 
 
 def test_block_has_four_sys_and_four_tok_lines_in_order():
-    snaps = [snap(0, 0, 0, Rate(None, None), False), snap(1, 10, 50, Rate(10.0, 50.0), False)]
+    snaps = [snap(0, 0, 0, Rate(None, None), False), snap(1, 10, 50, Rate(10.0, 50.0), False, now_tokens=(10, 50))]
     lines = format_block(snaps)
     prefixes = [line.split(":")[0] for line in lines]
     assert prefixes == [
@@ -56,10 +66,23 @@ def test_block_has_four_sys_and_four_tok_lines_in_order():
     assert "energy cpu unavailable: no RAPL" in lines[0]
 
 
-def test_idle_now_line_keeps_the_last_burst_rate():
-    snaps = [snap(0, 0, 0, Rate(0.0, 0.0), True), snap(1, 10, 80, Rate(20.0, 80.0), True)]
+def test_idle_now_line_keeps_the_last_burst_rate_and_its_token_counts():
+    snaps = [snap(0, 0, 0, Rate(0.0, 0.0), True), snap(1, 10, 80, Rate(20.0, 80.0), True, now_tokens=(10, 80))]
     now_line = format_block(snaps)[4]
-    assert "g_tok/s 80.00" in now_line and "(idle, last burst)" in now_line
+    # Like paq_llamacpp_studio's, `now` never decays to zeros when idle: rates and counts of the last burst.
+    assert "p_tok/s 20.00 g_tok/s 80.00 p_tok 10 g_tok 80 (idle, last burst)" in now_line
+
+
+def test_a_failed_scrape_keeps_the_totals_and_says_there_is_no_data():
+    good = snap(1, 10, 80, Rate(20.0, 80.0), False, now_tokens=(10, 80))
+    gone = Snapshot(wall=1002, elapsed=2, rates=None, requests_processing=None, requests_deferred=None, slots=None,
+                    process=None, host=None, error="server unreachable: connection refused")  # fmt: skip
+    lines = format_block([snap(0, 0, 0, Rate(None, None), False), good, gone])
+    assert lines[0] == "[warn] server unreachable: connection refused"
+    now_line = next(x for x in lines if x.startswith("[tok] now:"))
+    all_line = next(x for x in lines if x.startswith("[tok] all:"))
+    assert "(no data)" in now_line
+    assert "p_tok 10 g_tok 80" in all_line  # the totals survive the failed scrape
 
 
 def test_a_slow_server_with_requests_processing_is_never_idle():

@@ -55,7 +55,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_main(PROG, build_parser(), list(sys.argv[1:] if argv is None else argv))
+    return run_main(PROG, build_parser, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Callable, List, NoReturn, Optional
 
+from . import stdio, stopping
 from .argtypes import split_extra_args
 from .utils import SETUP_HINT, ExitStatus, UserError
 
@@ -28,35 +29,61 @@ def _is_third_party(module: Optional[str]) -> bool:
     return top not in getattr(sys, "stdlib_module_names", ())
 
 
+def _err(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit status is all that is left
+
+
 def run_cli(prog: str, body: Callable[[], int]) -> int:
-    """Run one command; a UserError or a missing third-party package becomes one line on stderr."""
+    """Run one command; a UserError or a missing third-party package becomes one line on stderr.
+
+    When standard output was lost on the way (closed, a broken pipe, a full disk), the command still ran
+    to the end; it then exits with OUTPUT_ERROR (unless it already failed) and says so on stderr."""
+    code = _run(prog, body)
+    lost = stdio.stdout_lost()
+    if lost:
+        _err(f"{prog}: error: standard output was lost ({lost}); the command still ran to the end")
+        if code == ExitStatus.OK:
+            code = ExitStatus.OUTPUT_ERROR
+    return code
+
+
+def _run(prog: str, body: Callable[[], int]) -> int:
     try:
         return int(body())
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        _err(f"{prog}: error: {exc}")
         return exc.exit_code
     except ModuleNotFoundError as exc:
         if not _is_third_party(exc.name):
             raise
-        print(f"{prog}: error: missing Python package '{exc.name}': {SETUP_HINT}", file=sys.stderr)
+        _err(f"{prog}: error: missing Python package '{exc.name}': {SETUP_HINT}")
         return ExitStatus.MISSING_PACKAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (stopping.StopRequested)
+        _err(f"{prog}: interrupted")
         return ExitStatus.INTERRUPTED
-    except BrokenPipeError:
-        return ExitStatus.OK  # `llama-run ps | head` closed the pipe: not an error
 
 
-def main(prog: str, parser: argparse.ArgumentParser, argv: List[str]) -> int:
+def main(prog: str, build_parser: Callable[[], argparse.ArgumentParser], argv: List[str]) -> int:
     """Parse `argv` (everything after `--` is kept for llama-server) and call the command's handler.
 
     Every subcommand sets `handler`, a function of the parsed namespace that returns an exit status;
-    the namespace carries the extra llama-server flags as `extra_server_args`.
+    the namespace carries the extra llama-server flags as `extra_server_args`. Building the parser reads
+    settings (.env), so it runs inside run_cli too: a bad setting is one line, like a bad flag.
     """
+    stdio.install()
+    stopping.install()
+    return run_cli(prog, lambda: _dispatch(build_parser, argv))
+
+
+def _dispatch(build_parser: Callable[[], argparse.ArgumentParser], argv: List[str]) -> int:
+    parser = build_parser()
     ours, extra = split_extra_args(argv)
     args = parser.parse_args(ours)
     args.extra_server_args = extra
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.error("a command is required")
-    return run_cli(prog, lambda: handler(args))
+    return int(handler(args))

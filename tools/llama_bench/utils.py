@@ -18,6 +18,7 @@ class ExitStatus(IntEnum):
     FAILED = 1  # requests failed, the server died, a check failed
     BAD_INPUT = 2  # a flag, file or endpoint the user can fix
     MISSING_PACKAGE = 3  # an optional Python package is not installed
+    OUTPUT_ERROR = 4  # an output could not be written (stdout lost, a file on a full disk); the rest was done
     INTERRUPTED = 130  # Ctrl-C, SIGTERM or SIGHUP before the work was done
 
 

@@ -127,7 +127,7 @@ def _stop_all(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_main(PROG, build_parser(), normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+    return run_main(PROG, build_parser, normalize_argv(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from tools.llama_bench import stopping
 from tools.llama_bench.monitor.metrics import Rate
 from tools.llama_bench.monitor.sampler import Monitor, Snapshot
 from tools.llama_bench.monitor.windows import WindowStats, window_stats
@@ -47,9 +48,14 @@ def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], sna
     g = rate.gen_tps if rate and rate.gen_tps is not None else 0.0
     p_tok = stats.prompt_tokens if stats and stats.prompt_tokens is not None else 0
     g_tok = stats.gen_tokens if stats and stats.gen_tokens is not None else 0
+    if label == "now" and snap.rates is not None:
+        # The tokens behind the rates beside them: the last interval's, or the last burst's when idle.
+        p_tok, g_tok = snap.rates.now_prompt_tokens, snap.rates.now_gen_tokens
     line = f"[tok] {label}: p_tok/s {p:.2f} g_tok/s {g:.2f} p_tok {p_tok} g_tok {g_tok}"
     if label == "now":
-        if rate is None or rate.gen_tps is None:
+        if snap.error and snap.rates is None:
+            line += " (no data)"
+        elif rate is None or rate.gen_tps is None:
             line += " (first sample)"
         else:
             line += " (idle, last burst)" if snap.idle else " (active)"
@@ -83,20 +89,43 @@ def format_block(snapshots: List[Snapshot]) -> List[str]:
 
 
 def run_plain(session: Session) -> StopReason:
-    """Sample every interval and print a block every stats interval; returns why it stopped."""
+    """Sample every interval and print a block every stats interval; returns why it stopped.
+
+    However it stops (Ctrl-C, SIGTERM, --duration, the server exiting), a last sample is taken and a
+    final block printed, so a request that finished just before the stop is in the totals."""
     server = session.server
     monitor = Monitor(server.base_url, session.interval, api_key=server.api_key, pid=server.pid)
-    samples, prints = Ticker(session.interval), Ticker(session.stats_interval)
     try:
-        while True:
-            if server.poll() is not None:
-                return StopReason.SERVER_EXIT
-            if not samples.wait(session.deadline):
-                return StopReason.DURATION
-            if server.poll() is not None:
-                return StopReason.SERVER_EXIT
-            monitor.sample()
-            if prints.due():
-                print("\n".join(format_block(monitor.snapshots())), flush=True)
+        return _loop(session, monitor)
     finally:
+        _final_block(session, monitor)
         monitor.stop()
+
+
+def _loop(session: Session, monitor: Monitor) -> StopReason:
+    server = session.server
+    samples, prints = Ticker(session.interval), Ticker(session.stats_interval)
+    while True:
+        stopping.check()
+        if server.poll() is not None:
+            return StopReason.SERVER_EXIT
+        if not samples.wait(session.deadline):
+            return StopReason.DURATION
+        stopping.check()
+        if server.poll() is not None:
+            return StopReason.SERVER_EXIT
+        monitor.sample()
+        if prints.due():
+            print("\n".join(format_block(monitor.snapshots())), flush=True)
+
+
+def _final_block(session: Session, monitor: Monitor) -> None:
+    stopping.ignore()  # a second Ctrl-C must not cut the final block (the runner stops the server next)
+    try:
+        if session.server.poll() is None:
+            monitor.sample()
+        snapshots = monitor.snapshots()
+        if snapshots:
+            print("\n".join(format_block(snapshots)), flush=True)
+    except Exception as exc:  # the final summary is best effort: the server is stopped whatever happens here
+        print(f"[warn] no final stats: {exc}", flush=True)

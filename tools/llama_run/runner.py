@@ -6,14 +6,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from types import FrameType
 from typing import Callable, Literal, Optional
 
+from tools.llama_bench import stopping
 from tools.llama_bench.server.config import LaunchOptions, ServerConfig
 from tools.llama_bench.server.managed import ManagedServer
 from tools.llama_bench.utils import ExitStatus
 
-from .session import Session, StopReason, StopRequested
+from .session import Session, StopReason
 
 
 @dataclass
@@ -25,21 +25,6 @@ class RunOptions:
     stats_interval: float = 5.0
     duration: Optional[float] = None
     detach: bool = False
-
-
-def _raise_stop(signum: int, _frame: Optional[FrameType]) -> None:
-    raise StopRequested(signal.Signals(signum).name)
-
-
-def _install_signal_handlers() -> None:
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_stop)
-
-
-def _ignore_signals() -> None:
-    """While stopping, a second Ctrl-C or SIGTERM must not abandon the server half-stopped."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def _live_view(session: Session, use_tui: bool) -> StopReason:
@@ -55,7 +40,6 @@ def _live_view(session: Session, use_tui: bool) -> StopReason:
 def run(opts: RunOptions) -> int:
     server = ManagedServer(opts.config, allow_multi_server=opts.launch.allow_multi_server)
     use_tui = opts.ui == "tui" or (opts.ui is None and sys.stdout.isatty())
-    _install_signal_handlers()
     reason = StopReason.USER
     try:
         print(f"Starting llama-server: {' '.join(server.command)}", flush=True)
@@ -74,10 +58,10 @@ def run(opts: RunOptions) -> int:
             deadline=time.monotonic() + opts.duration if opts.duration else None,
         )
         reason = _live_view(session, use_tui)
-    except (KeyboardInterrupt, StopRequested):
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (tools.llama_bench.stopping)
         print("\nStopping llama-server ...", file=sys.stderr, flush=True)
     finally:
-        _ignore_signals()
+        stopping.ignore()  # a second Ctrl-C must not abandon the server half-stopped
         code = _stop(server)
     if reason is StopReason.SERVER_EXIT:
         # The server died on its own: its exit code, or 1 when it says nothing (killed by a signal).

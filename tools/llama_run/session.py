@@ -11,11 +11,6 @@ from tools.llama_bench.server.managed import ManagedServer
 from tools.llama_bench.utils import StrEnum
 
 
-class StopRequested(BaseException):
-    """SIGTERM or SIGHUP asked us to stop (handled like Ctrl-C). A BaseException, like KeyboardInterrupt,
-    so that best-effort `except Exception` blocks in the sampling code cannot swallow it."""
-
-
 class StopReason(StrEnum):
     USER = "user"  # q, Ctrl-C, SIGTERM, SIGHUP
     DURATION = "duration"  # --duration is over

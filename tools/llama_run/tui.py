@@ -17,6 +17,7 @@ from typing import Any, Iterable, List, Optional, Sequence, TextIO
 from rich.console import Console
 from rich.live import Live
 
+from tools.llama_bench import stopping
 from tools.llama_bench.monitor.sampler import Monitor, Snapshot
 
 from .dashboard import StaticInfo, render_dashboard
@@ -107,6 +108,7 @@ def run_tui(session: Session) -> StopReason:
             drawn: Any = None
             drawn_at = 0.0
             while True:
+                stopping.check()
                 if server.poll() is not None:
                     reason = StopReason.SERVER_EXIT
                     break
@@ -133,9 +135,12 @@ def run_tui(session: Session) -> StopReason:
                     reason = StopReason.USER
                     break
     finally:
-        monitor.stop()
+        stopping.ignore()  # a second Ctrl-C must not cut the summary (the runner stops the server next)
         try:
+            if server.poll() is None:
+                monitor.sample()  # the totals as of now, not as of the last redraw
+            monitor.stop()
             _epilogue(monitor.snapshots(), tail.poll(), reason)
         except Exception:
-            pass  # a summary must never turn a clean stop into a traceback
+            monitor.stop()  # a summary must never turn a clean stop into a traceback
     return reason

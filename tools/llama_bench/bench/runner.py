@@ -9,6 +9,7 @@ import signal
 import time
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from .. import stopping
 from ..http import HttpClient, HttpError
 from .payload import build_body
 from .plan import BenchParams, Cell, CellStatus, Observer, RecordSink, RunState, RunStatus, warmup_shape
@@ -76,27 +77,40 @@ class Runner:
         for task in list(self._inflight):
             task.cancel()
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> List[int]:
-        installed: List[int] = []
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> Dict[int, Any]:
+        """Ctrl-C, SIGTERM and SIGHUP stop the run gracefully (finished cells are kept); inside the loop
+        the handlers run as loop callbacks, so they never interrupt a half-done bookkeeping step."""
+        previous: Dict[int, Any] = {}
 
         def on_signal(signum: int) -> None:
-            self.obs.message("Interrupted: stopping after recording what finished (press Ctrl-C again to abort)")
+            stopping.request(signum)
+            self.obs.message(
+                f"{signal.Signals(signum).name}: stopping after recording what finished (press Ctrl-C again to abort)"
+            )
             self.request_stop(RunStatus.INTERRUPTED, "interrupted by the user")
-            loop.remove_signal_handler(signum)  # a second Ctrl-C raises KeyboardInterrupt as usual
+            self._restore_signal(loop, signum, previous)  # a second signal interrupts at once
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stopping.STOP_SIGNALS:
             try:
+                previous[sig] = signal.getsignal(sig)
                 loop.add_signal_handler(sig, on_signal, sig)
-                installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
-                pass
-        return installed
+                previous.pop(sig, None)
+        return previous
+
+    @staticmethod
+    def _restore_signal(loop: asyncio.AbstractEventLoop, sig: int, previous: Dict[int, Any]) -> None:
+        if sig in previous:
+            loop.remove_signal_handler(sig)  # resets to the default disposition ...
+            signal.signal(sig, previous.pop(sig))  # ... so put back what was there before the loop
 
     async def run(self) -> RunState:
         from .client import StreamClient
 
         loop = asyncio.get_running_loop()
-        installed = self._install_signals(loop)
+        previous = self._install_signals(loop)
+        if stopping.requested():  # asked to stop while the run was being prepared
+            self.request_stop(RunStatus.INTERRUPTED, "interrupted by the user")
         await self.sampler.start()
         max_conc = max([c.concurrency for c in self.cells] or [1])
         try:
@@ -112,8 +126,8 @@ class Runner:
                         break
                     await self._run_cell(client, cell)
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            for sig in list(previous):
+                self._restore_signal(loop, sig, previous)
             await self.sampler.stop()
             self._health.close()
             self.state.finished_wall = time.time()

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Dict, Optional
 
+from .. import stopping
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
 from ..ticker import Ticker
@@ -69,15 +70,17 @@ def run_monitor(params: MonitorParams) -> int:
     ticker = Ticker(params.interval)
     try:
         while ticker.wait(deadline):
+            stopping.check()
             snap = monitor.sample()
             if jsonl:
                 jsonl.write(json.dumps(_record(snap)) + "\n")
                 jsonl.flush()  # a crash or Ctrl-C keeps every sample taken so far
             if not params.quiet:
                 print(sample_line(snap), flush=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to end an open-ended monitor
         pass
     finally:
+        stopping.ignore()
         monitor.stop()
         if jsonl:
             jsonl.close()

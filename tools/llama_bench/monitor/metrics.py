@@ -98,6 +98,8 @@ class RateSet:
     m1, m15      rates over the trailing 60 s / 900 s; all: since the tracker's first sample.
     prompt_tokens, gen_tokens   tokens counted since the tracker's first sample (reset aware).
     prompt_tokens_total, gen_tokens_total   the server's raw counters in this sample.
+    now_prompt_tokens, now_gen_tokens   the tokens behind `now`: the last interval's while tokens flow,
+                 the last burst's when idle (so counts and rates on one line agree).
     """
 
     now: Rate
@@ -109,6 +111,8 @@ class RateSet:
     gen_tokens: int
     prompt_tokens_total: Optional[int]
     gen_tokens_total: Optional[int]
+    now_prompt_tokens: int = 0
+    now_gen_tokens: int = 0
 
 
 @dataclass
@@ -246,6 +250,10 @@ class RateTracker:
             return result
 
         now, now_idle = self._now(d_prompt, d_gen, sample.t - last.t)
+        if now_idle:
+            now_tokens = (self._burst_prompt, self._burst_gen) if self._have_burst else (0.0, 0.0)
+        else:
+            now_tokens = (d_prompt or 0.0, d_gen or 0.0)
         # A counter absent from this sample has no current rate at all.
         present = (raw_prompt is not None, raw_gen is not None)
         result = RateSet(
@@ -258,6 +266,8 @@ class RateTracker:
             gen_tokens=_as_int(self._gen.cum) or 0,
             prompt_tokens_total=_as_int(raw_prompt),
             gen_tokens_total=_as_int(raw_gen),
+            now_prompt_tokens=_as_int(now_tokens[0]) or 0,
+            now_gen_tokens=_as_int(now_tokens[1]) or 0,
         )
         self._last_result = result
         return result

@@ -49,12 +49,16 @@ def window_stats(snapshots: List[Snapshot], seconds: Optional[float]) -> Optiona
     procs = [s.process for s in window if s.process]
     rss = [p.rss_bytes for p in procs if p.rss_bytes is not None]
 
+    # Token counts end at the newest snapshot that has them: a scrape that just failed (server gone or
+    # frozen) must not turn the totals into zeros.
+    counted_at = next((s for s in reversed(snapshots) if s.rates is not None), None)
+
     def counted(attr: str) -> Optional[int]:
-        end = getattr(last.rates, attr, None) if last.rates else None
+        end = getattr(counted_at.rates, attr, None) if counted_at and counted_at.rates else None
         if end is None:
             return None
         begin = getattr(base.rates, attr, None) if base and base.rates else None
-        return int(end - (begin or 0))
+        return max(0, int(end - (begin or 0)))
 
     joules = watts = None
     end_j = _joules(last)

@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Callable, List, Optional
 
+from .. import stopping
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
 from ..settings import state_dir
@@ -141,6 +142,7 @@ class ManagedServer:
         start = time.monotonic()
         try:
             while True:
+                stopping.check()
                 code = self.proc.poll()
                 if code is not None:
                     raise ServerStartError(explain_exit(code, self.log_path), ExitStatus.FAILED)
@@ -162,7 +164,7 @@ class ManagedServer:
                     )
                 if on_wait:
                     on_wait(waited)
-                time.sleep(0.1)
+                stopping.wait(0.1)
         finally:
             client.close()
 
