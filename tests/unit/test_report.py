@@ -11,7 +11,7 @@ from typing import Any, Dict
 import pytest
 
 from tools.llama_bench.bench import args as bench_args
-from tools.llama_bench.bench.args import parse_concurrency, parse_sizes
+from tools.llama_bench.argtypes import concurrency_list, token_counts
 from tools.llama_bench.bench.output.console import compare_rows, compare_table, summary_notes, summary_table
 from tools.llama_bench.bench.output.results import SCHEMA, csv_rows, load_result, write_csv, write_json
 from tools.llama_bench.bench.payload import build_body
@@ -20,6 +20,7 @@ from tools.llama_bench.bench.probe import ServerInfo, choose_api
 from tools.llama_bench.bench.records import Api
 from tools.llama_bench.bench.summary import FIELDS
 from tools.llama_bench.endpoint import normalize_endpoint
+from tools.llama_bench.outputs import OutputPath
 from tools.llama_bench.utils import UserError
 
 
@@ -51,7 +52,7 @@ def test_csv_has_one_row_per_cell(tmp_path: Path) -> None:
     assert rows[2]["status"] == "skipped" and rows[2]["reason"] == "does not fit"
     assert rows[0]["energy_unavailable"] == "no RAPL"
     path = tmp_path / "r.csv"
-    write_csv(str(path), res)
+    write_csv(OutputPath("--csv", path), res)
     assert path.read_text(encoding="utf-8").count("\n") == 4
 
 
@@ -83,7 +84,7 @@ def test_summary_table_and_notes_render() -> None:
 
 def test_json_roundtrip_and_schema_check(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
-    write_json(str(path), result(cell(100, 1, 50.0, 20.0)))
+    write_json(OutputPath("--json-out", path), result(cell(100, 1, 50.0, 20.0)))
     assert load_result(str(path))["cells"][0]["prompt_size"] == 100
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"hello": 1}), encoding="utf-8")
@@ -112,22 +113,22 @@ def test_schema_1_results_are_read_with_the_new_names(tmp_path: Path) -> None:
     assert data["requests"][0]["prompt_tokens_reported"] == 98
 
 
-@pytest.mark.parametrize("text", ["1q", "0", "-5", "", " , ", "1,,2", "1.5", "abc"])
-def test_bad_prompt_sizes_are_user_errors(text: str) -> None:
-    with pytest.raises(UserError) as exc:
-        parse_sizes(text)
-    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
+@pytest.mark.parametrize("text", ["1q", "0", "-5", "", " , ", "1,,2", "1.5", "abc", "3000k", "1e12"])
+def test_bad_prompt_sizes_are_one_line_errors(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as exc:
+        token_counts(text)
+    assert str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_prompt_sizes_accept_k_suffix() -> None:
-    assert parse_sizes("100,200") == [100, 200]
-    assert parse_sizes("1k, 10k,1.5k,4096") == [1000, 10000, 1500, 4096]
+    assert token_counts("100,200") == [100, 200]
+    assert token_counts("1k, 10k,1.5k,4096") == [1000, 10000, 1500, 4096]
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "x", "", "1,0"])
-def test_bad_concurrency_is_a_user_error(text: str) -> None:
-    with pytest.raises(UserError):
-        parse_concurrency(text)
+@pytest.mark.parametrize("text", ["0", "-1", "x", "", "1,0", "10001"])
+def test_bad_concurrency_is_a_one_line_error(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        concurrency_list(text)
 
 
 def test_endpoint_normalisation() -> None:
@@ -150,7 +151,7 @@ def test_register_adds_the_commands_with_handlers() -> None:
         args = parser.parse_args(argv)
         assert callable(args.handler)
     args = parser.parse_args(["bench", "--port", "1234", "--prompt-sizes", "100,200", "--max-output-tokens", "16"])
-    assert args.port == 1234 and args.prompt_sizes == "100,200" and args.max_output_tokens == 16
+    assert args.port == 1234 and args.prompt_sizes == [100, 200] and args.max_output_tokens == 16
     assert args.no_gpu is False and args.startup_timeout > 0 and args.llama_server is None
 
 
@@ -210,5 +211,5 @@ def test_plot_writes_a_png_when_matplotlib_is_installed(tmp_path: Path) -> None:
     from tools.llama_bench.bench.output.plot import plot_result
 
     out = tmp_path / "p.png"
-    plot_result(result(cell(100, 1, 50.0, 20.0), cell(1000, 1, 40.0, 200.0)), str(out))
+    plot_result(result(cell(100, 1, 50.0, 20.0), cell(1000, 1, 40.0, 200.0)), OutputPath("--out", out))
     assert out.stat().st_size > 1000

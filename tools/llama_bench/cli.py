@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .argtypes import positive_float
+from .argtypes import api_key_type, positive_float
 from .bench import args as bench_args
 from .entry import ArgumentParser, main as run_main
 from .settings import DEFAULT_INTERVAL
@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mon = sub.add_parser("monitor", help="sample a running server's /metrics, /slots and host stats")
     mon.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:11433")
-    mon.add_argument("--api-key", help="API key the server requires (default: LLAMA_API_KEY, else OPENAI_API_KEY)")
+    mon.add_argument(
+        "--api-key", type=api_key_type, help="API key the server requires (default: LLAMA_API_KEY, else OPENAI_API_KEY)"
+    )
     mon.add_argument("--interval", type=positive_float, default=DEFAULT_INTERVAL, help="sampling period in s")
     mon.add_argument("--duration", type=positive_float, help="stop after N seconds (default: until Ctrl-C)")
     mon.add_argument("--json-out", metavar="PATH", help="write the whole series as JSON at the end")
@@ -41,16 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _monitor(args: argparse.Namespace) -> int:
     from .endpoint import client_api_key, normalize_endpoint
     from .monitor.cmd import MonitorParams, run_monitor
+    from .outputs import check_distinct, output_path
 
     params = MonitorParams(
         endpoint=normalize_endpoint(args.endpoint),
         api_key=client_api_key(args.api_key),
         interval=args.interval,
         duration=args.duration,
-        json_out=args.json_out,
-        jsonl=args.jsonl,
+        json_out=output_path(args.json_out, "--json-out"),
+        jsonl=output_path(args.jsonl, "--jsonl"),
         quiet=args.quiet,
     )
+    check_distinct(params.json_out, params.jsonl)
     return run_monitor(params)
 
 

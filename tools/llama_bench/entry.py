@@ -19,6 +19,11 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line, `prog: error: message (see --help)`, with exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        # "argument --port/-p: invalid port 'x'" -> "--port: invalid port 'x'"
+        if message.startswith("argument "):
+            name, sep, rest = message[len("argument ") :].partition(": ")
+            if sep:
+                message = f"{name.split('/')[0]}: {rest}"
         self.exit(ExitStatus.BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 

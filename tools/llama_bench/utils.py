@@ -6,7 +6,7 @@ import importlib
 import math
 from enum import Enum, IntEnum
 from types import ModuleType
-from typing import Optional
+from typing import Any, Dict, Optional
 
 SETUP_HINT = "run ./scripts/setup.sh (or: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt)"
 
@@ -50,6 +50,11 @@ def require(module: str, package: Optional[str] = None, purpose: Optional[str] =
         raise UserError(
             f"missing Python package '{pkg}'{why}: pip install {pkg}, or {SETUP_HINT}", ExitStatus.MISSING_PACKAGE
         ) from exc
+
+
+def as_dict(value: Any) -> Dict[str, Any]:
+    """`value` when it is a JSON object, else {} (for reading files and answers we did not write)."""
+    return value if isinstance(value, dict) else {}
 
 
 def parse_token_count(text: str) -> int:

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from ..argtypes import any_int, non_negative_float, non_negative_int, positive_float, positive_int
-from ..settings import DEFAULT_HOST, DEFAULT_PORT, int_setting, setting
-from ..utils import UserError, parse_token_count
+from ..argtypes import (
+    any_int,
+    api_key_type,
+    concurrency_list,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    token_counts,
+)
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, setting
+from ..utils import UserError
 
 if TYPE_CHECKING:
     from .cmd import OutputOptions
@@ -32,13 +41,20 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("benchmark")
     g.add_argument(
         "--prompt-sizes",
+        type=token_counts,
         default="1k,10k",
         metavar="LIST",
         help="prompt sizes in tokens, k = 1000: 100,200 or 1k,1.5k,4096 (default 1k,10k)",
     )
     g.add_argument("--max-output-tokens", type=positive_int, default=256, help="tokens generated per request (256)")
     g.add_argument("--temperature", type=non_negative_float, default=0.0, help="sampling temperature (0)")
-    g.add_argument("--concurrency", default="1", metavar="LIST", help="concurrent requests, e.g. 1,4,16 (default 1)")
+    g.add_argument(
+        "--concurrency",
+        type=concurrency_list,
+        default="1",
+        metavar="LIST",
+        help="concurrent requests, e.g. 1,4,16 (default 1)",
+    )
     g.add_argument(
         "--request-rate", type=positive_float, metavar="R", help="requests/s with Poisson arrivals (default: unlimited)"
     )
@@ -69,6 +85,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds without any data from the server before a request fails (300)",
     )
+    g.add_argument(
+        "--request-deadline",
+        type=positive_float,
+        default=600.0,
+        metavar="S",
+        help="seconds a request may take in all, however steadily data arrives (600)",
+    )
     g.add_argument("--metrics-interval", type=positive_float, default=1.0, help="/metrics sampling period in s (1)")
     g.add_argument("--no-energy", action="store_true", help="do not read RAPL/NVML energy")
     g.add_argument("--strict", action="store_true", help="fail instead of skipping prompt sizes that do not fit")
@@ -94,9 +117,9 @@ def register(subparsers: Any) -> None:
         epilog=SIZES_HELP,
     )
     host = setting("LLAMA_HOST") or DEFAULT_HOST
-    port = int_setting("LLAMA_PORT", DEFAULT_PORT)
+    port = setting("LLAMA_PORT") or DEFAULT_PORT
     b.add_argument("--endpoint", default=f"http://{host}:{port}", help="server URL (default %(default)s)")
-    b.add_argument("--api-key", help="API key (default: LLAMA_API_KEY, else OPENAI_API_KEY)")
+    b.add_argument("--api-key", type=api_key_type, help="API key (default: LLAMA_API_KEY, else OPENAI_API_KEY)")
     add_run_args(b)
     b.set_defaults(handler=_benchmark)
 
@@ -122,37 +145,6 @@ def register(subparsers: Any) -> None:
 
 
 # -- namespace -> typed parameters -------------------------------------------------------------------
-def parse_sizes(text: str) -> List[int]:
-    parts = [p.strip() for p in (text or "").split(",")]
-    if not any(parts):
-        raise UserError("--prompt-sizes is empty: give token counts such as 100,200 or 1k,10k")
-    sizes = []
-    for part in parts:
-        if not part:
-            raise UserError(f"--prompt-sizes '{text}' has an empty entry")
-        try:
-            sizes.append(parse_token_count(part))
-        except ValueError as exc:
-            raise UserError(f"--prompt-sizes: {exc}") from None
-    return sizes
-
-
-def parse_concurrency(text: str) -> List[int]:
-    parts = [p.strip() for p in (text or "").split(",")]
-    if not any(parts):
-        raise UserError("--concurrency is empty: give numbers such as 1,4,16")
-    out = []
-    for part in parts:
-        try:
-            value = int(part)
-        except ValueError:
-            raise UserError(f"--concurrency: '{part}' is not a whole number (example: 1,4,16)") from None
-        if value < 1:
-            raise UserError(f"--concurrency: {value} is not allowed, concurrency must be >= 1")
-        out.append(value)
-    return out
-
-
 def params_from_args(args: argparse.Namespace, endpoint: str, api_key: Optional[str]) -> "BenchParams":
     from .plan import BenchParams
     from .records import Api
@@ -172,8 +164,8 @@ def params_from_args(args: argparse.Namespace, endpoint: str, api_key: Optional[
         endpoint=endpoint,
         api_key=api_key,
         api=api,
-        prompt_sizes=parse_sizes(args.prompt_sizes),
-        concurrency=parse_concurrency(args.concurrency),
+        prompt_sizes=list(args.prompt_sizes),
+        concurrency=list(args.concurrency),
         max_output_tokens=args.max_output_tokens,
         num_requests=args.num_requests,
         repeats=args.repeats,
@@ -184,6 +176,7 @@ def params_from_args(args: argparse.Namespace, endpoint: str, api_key: Optional[
         task=args.task,
         api_model=args.api_model,
         timeout=args.timeout,
+        request_deadline=args.request_deadline,
         strict=args.strict,
         metrics_interval=args.metrics_interval,
         energy=not args.no_energy,
@@ -192,9 +185,18 @@ def params_from_args(args: argparse.Namespace, endpoint: str, api_key: Optional[
 
 
 def outputs_from_args(args: argparse.Namespace) -> "OutputOptions":
+    """The output files, each checked before anything runs (outputs.output_path)."""
+    from ..outputs import check_distinct, output_path
     from .cmd import OutputOptions
 
-    return OutputOptions(json_out=args.json_out, csv=args.csv, jsonl=args.jsonl, quiet=args.quiet)
+    out = OutputOptions(
+        json_out=output_path(args.json_out, "--json-out"),
+        csv=output_path(args.csv, "--csv"),
+        jsonl=output_path(args.jsonl, "--jsonl"),
+        quiet=args.quiet,
+    )
+    check_distinct(out.json_out, out.csv, out.jsonl)
+    return out
 
 
 # -- handlers: typed parameters in, the command function called -----------------------------------
@@ -203,7 +205,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     from .cmd import benchmark
 
     params = params_from_args(args, normalize_endpoint(args.endpoint), client_api_key(args.api_key))
-    return benchmark(params, outputs_from_args(args))
+    outputs = outputs_from_args(args)
+    return benchmark(params, outputs)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -215,9 +218,10 @@ def _bench(args: argparse.Namespace) -> int:
     api_key = server_api_key(args.api_key, extra) or client_api_key(None)
     # Everything is validated before anything starts.
     params = params_from_args(args, url_for(args.host, args.port), api_key)
+    outputs = outputs_from_args(args)
     return bench(
         params,
-        outputs_from_args(args),
+        outputs,
         args.host,
         args.port,
         lambda: config_from_args(args, extra),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from typing import Any, Dict, List, Optional
 
@@ -28,7 +29,7 @@ def _int(value: Any) -> Optional[int]:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -36,9 +37,18 @@ def _float(value: Any) -> Optional[float]:
     if isinstance(value, bool) or value is None:
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def _dict(value: Any) -> Optional[Dict[str, Any]]:
+    return value if isinstance(value, dict) and value else None
+
+
+def _str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
 
 
 class StreamParser:
@@ -86,9 +96,10 @@ class StreamParser:
         self.feed(obj, t)
 
     def feed(self, obj: Dict[str, Any], t: float) -> None:
+        # Everything read from the server is checked by type: an odd chunk is skipped, never a crash.
         if "error" in obj and not obj.get("choices"):
             err = obj["error"]
-            self.error = str(err.get("message", err) if isinstance(err, dict) else err)
+            self.error = " ".join(str(err.get("message", err) if isinstance(err, dict) else err).split())[:300]
             return
         if self.api == Api.COMPLETION:
             self._feed_completion(obj, t)
@@ -102,16 +113,16 @@ class StreamParser:
         # A token whose text is held back (incomplete UTF-8) still has its id in `tokens`.
         if n or text:
             self._content(t, n or 1, reasoning=False)
-        if obj.get("stop"):
+        if obj.get("stop") is True:
             self.final = obj
             self.done = True
-            self.timings = obj.get("timings") or self.timings
-            self.finish_reason = obj.get("stop_type") or self.finish_reason
+            self.timings = _dict(obj.get("timings")) or self.timings
+            self.finish_reason = _str(obj.get("stop_type")) or self.finish_reason
 
     def _feed_openai(self, obj: Dict[str, Any], t: float) -> None:
         choices = obj.get("choices")
-        if choices:
-            choice = choices[0]
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+        if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):  # chat
                 content = delta.get("content")
@@ -122,11 +133,11 @@ class StreamParser:
                     self._content(t, 1, reasoning=False)
             elif choice.get("text"):
                 self._content(t, 1, reasoning=False)
-            if choice.get("finish_reason"):
+            if _str(choice.get("finish_reason")):
                 self.finish_reason = choice["finish_reason"]
-        if obj.get("usage"):
+        if _dict(obj.get("usage")):
             self.usage = obj["usage"]
-        if obj.get("timings"):
+        if _dict(obj.get("timings")):
             self.timings = obj["timings"]
 
     def _content(self, t: float, tokens: int, reasoning: bool) -> None:
@@ -262,10 +273,15 @@ def _is_stale(exc: BaseException) -> bool:
     )
 
 
-def _exception_message(exc: BaseException) -> str:
+DEADLINE_EXCEEDED = "did not finish within --request-deadline"
+
+
+def _exception_message(exc: BaseException, elapsed: float, deadline: Optional[float]) -> str:
     import aiohttp
 
     if isinstance(exc, asyncio.TimeoutError):
+        if deadline is not None and elapsed >= deadline * 0.999:
+            return f"{DEADLINE_EXCEEDED} ({deadline:g} s; the server kept sending, too slowly)"
         return "timed out waiting for the server (no data within --timeout)"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
@@ -286,11 +302,13 @@ class StreamClient:
         api_key: Optional[str] = None,
         timeout: float = 300.0,
         connect_timeout: float = 10.0,
+        deadline: Optional[float] = None,
         max_connections: int = 0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.deadline = deadline
         self.max_connections = max_connections
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if api_key:
@@ -302,9 +320,10 @@ class StreamClient:
 
         # Idle connections are dropped before llama-server's own 5 s keep-alive timeout closes them.
         connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, keepalive_timeout=2.0)
-        # sock_read bounds the silence between two reads, so a hung server is detected while a long
-        # but healthy generation is never cut off.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=self.timeout)
+        # sock_read bounds the silence between two reads, so a hung server is detected quickly; total is
+        # the request's whole deadline, so a server that trickles a byte every few seconds cannot hold
+        # a request forever either.
+        timeout = aiohttp.ClientTimeout(total=self.deadline, sock_connect=self.connect_timeout, sock_read=self.timeout)
         # The clock starts when the request body has been handed to the socket, not when aiohttp
         # begins building the request: its own set-up (~0.5 ms) is client overhead, not latency.
         trace = aiohttp.TraceConfig()
@@ -377,4 +396,4 @@ class StreamClient:
             parser.last_byte = monotonic()
             if status is None and _is_stale(exc):
                 return parser.record(status, STALE_CONNECTION)
-            return parser.record(status, _exception_message(exc))
+            return parser.record(status, _exception_message(exc, parser.last_byte - start, self.deadline))

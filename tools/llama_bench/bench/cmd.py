@@ -12,32 +12,28 @@ from typing import Any, Callable, Dict, Optional
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
 from ..server.config import LaunchOptions, ServerConfig
-from ..settings import state_dir
-from ..utils import ExitStatus, UserError
+from ..outputs import OutputFailed, OutputPath, output_path, report_failures
+from ..settings import state_subdir
+from ..utils import ExitStatus, UserError, as_dict
 from .entrypoint import BenchResult, run_benchmark
 from .plan import BenchParams, RunStatus
 
 
 @dataclass
 class OutputOptions:
-    json_out: Optional[str] = None
-    csv: Optional[str] = None
-    jsonl: Optional[str] = None  # default: a new file in the state directory
+    """Where a run's results go; paths are validated (outputs.output_path) before anything runs."""
+
+    json_out: Optional[OutputPath] = None
+    csv: Optional[OutputPath] = None
+    jsonl: Optional[OutputPath] = None  # default: a new file in the state directory
     quiet: bool = False
 
 
-def check_writable(*paths: Optional[str]) -> None:
-    for path in paths:
-        if path:
-            parent = Path(path).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise UserError(f"cannot write {path}: directory {parent} does not exist")
-
-
-def _default_jsonl() -> str:
-    folder = state_dir() / "bench"
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl")
+def default_jsonl() -> OutputPath:
+    folder = state_subdir("bench")
+    path = output_path(str(folder / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"), "--jsonl")
+    assert path is not None
+    return path
 
 
 def benchmark(
@@ -50,8 +46,7 @@ def benchmark(
     from .output.console import LiveReporter, make_console, summary_notes, summary_table
     from .output.results import write_csv, write_json
 
-    check_writable(out.json_out, out.csv, out.jsonl)
-    jsonl_path = out.jsonl or _default_jsonl()
+    jsonl_path = out.jsonl or default_jsonl()
     reporter = LiveReporter(quiet=out.quiet)
     try:
         result = run_benchmark(params, reporter, jsonl_path, started=started, alive=alive)
@@ -61,14 +56,20 @@ def benchmark(
     console.print(summary_table(result.document["cells"]))
     for line in summary_notes(result.document["cells"]):
         console.print(f"  {line}")
-    if out.json_out:
-        write_json(out.json_out, result.document)
-        console.print(f"results: {out.json_out}")
-    if out.csv:
-        write_csv(out.csv, result.document)
-        console.print(f"csv: {out.csv}")
+    # Each file on its own: one that cannot be written (a full disk) never costs the others.
+    failures = [result.jsonl_failed] if result.jsonl_failed else []
+    for target, writer, label in ((out.json_out, write_json, "results"), (out.csv, write_csv, "csv")):
+        if target is None:
+            continue
+        try:
+            writer(target, result.document)
+            console.print(f"{label}: {target}")
+        except OutputFailed as exc:
+            failures.append(str(exc))
     console.print(f"per-request records: {jsonl_path}")
-    return exit_status(result)
+    report_failures("llama-bench", failures)
+    code = exit_status(result)
+    return ExitStatus.OUTPUT_ERROR if failures and code == ExitStatus.OK else code
 
 
 def exit_status(result: BenchResult) -> int:
@@ -107,7 +108,6 @@ def bench(
     from ..server.managed import ManagedServer
     from ..server.ports import port_in_use
 
-    check_writable(out.json_out, out.csv, out.jsonl)
     if port_in_use(host, port):
         _wait_existing(params.endpoint, params.api_key, launch.startup_timeout)
         print(f"Reusing existing llama-server at {params.endpoint.split('://', 1)[-1]}", flush=True)
@@ -190,7 +190,7 @@ def compare(path_a: str, path_b: str) -> int:
     a, b = load_result(path_a), load_result(path_b)
     console = make_console()
     for label, data in (("A", a), ("B", b)):
-        server = (data.get("environment") or {}).get("server") or {}
+        server = as_dict(as_dict(data.get("environment")).get("server"))
         console.print(
             f"{label}: {data.get('started_at')}  {server.get('build_info') or '-'}  "
             f"{server.get('model_path') or server.get('model_id') or '-'}  api={data.get('api')}"
@@ -206,9 +206,12 @@ def plot(path: str, out: Optional[str]) -> int:
     from .output.plot import plot_result
     from .output.results import load_result
 
+    target = output_path(out or str(Path(path).with_suffix(".png")), "--out")
+    assert target is not None
     result = load_result(path)
-    target = out or str(Path(path).with_suffix(".png"))
-    check_writable(target)
-    plot_result(result, target)
+    try:
+        plot_result(result, target)
+    except OutputFailed as exc:
+        raise UserError(str(exc), ExitStatus.OUTPUT_ERROR) from None
     print(f"wrote {target}")
     return ExitStatus.OK

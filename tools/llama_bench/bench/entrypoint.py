@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from ..http import HttpClient, HttpError
+from ..outputs import OutputPath
 from ..utils import UserError
 from .output.jsonl import JsonlWriter
 from .output.results import build_result, environment_manifest
@@ -32,6 +33,7 @@ class BenchResult:
     info: ServerInfo
     api: Api
     measured: bool  # at least one cell could run
+    jsonl_failed: Optional[str] = None  # why per-request records stopped being written, if they did
 
     @property
     def failed_requests(self) -> int:
@@ -41,7 +43,7 @@ class BenchResult:
 def run_benchmark(
     params: BenchParams,
     observer: Observer,
-    jsonl_path: str,
+    jsonl_path: OutputPath,
     started: Optional[Dict[str, Any]] = None,
     alive: Optional[Callable[[], bool]] = None,
 ) -> BenchResult:
@@ -98,6 +100,6 @@ def run_benchmark(
         environment_manifest(info, started),
         example,
         notes,
-        jsonl_path,
+        str(jsonl_path),
     )
-    return BenchResult(document, state, cells, info, api, measured=bool(runnable))
+    return BenchResult(document, state, cells, info, api, measured=bool(runnable), jsonl_failed=jsonl.failed)

@@ -36,7 +36,8 @@ class BenchParams:
     seed: int = 0
     task: Task = "coding"
     api_model: Optional[str] = None
-    timeout: float = 300.0
+    timeout: float = 300.0  # longest silence from the server within a request
+    request_deadline: float = 600.0  # longest a request may take, first byte sent to last byte read
     probe_timeout: float = 10.0
     strict: bool = False
     metrics_interval: float = 1.0

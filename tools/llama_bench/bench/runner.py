@@ -115,7 +115,11 @@ class Runner:
         max_conc = max([c.concurrency for c in self.cells] or [1])
         try:
             async with StreamClient(
-                self.params.endpoint, self.params.api_key, timeout=self.params.timeout, max_connections=max_conc + 4
+                self.params.endpoint,
+                self.params.api_key,
+                timeout=self.params.timeout,
+                deadline=self.params.request_deadline,
+                max_connections=max_conc + 4,
             ) as client:
                 runnable = [c for c in self.cells if c.status is CellStatus.PENDING]
                 self.obs.planned(self.cells, self.params.warmup if runnable else 0)
@@ -155,32 +159,16 @@ class Runner:
             prompt_verified=prompt.verified,
         )
 
-    async def _build_specs(self, cell: Cell) -> List[RequestSpec]:
-        # Tokenizer round trips are blocking HTTP calls: keep them off the event loop.
-        loop = asyncio.get_running_loop()
-
-        def build() -> List[RequestSpec]:
-            mt = self.params.max_output_tokens
-            return [
-                self._spec(cell.prompt_size, f"{cell.label}:{i}", i, cell.label, False, mt)
-                for i in range(cell.num_requests)
-            ]
-
-        return await loop.run_in_executor(None, build)
-
     async def _warmup(self, client: Any) -> None:
         shape = warmup_shape(self.cells, self.params)
         if shape is None:
             return
         size, max_tokens = shape
         loop = asyncio.get_running_loop()
-        specs = await loop.run_in_executor(
-            None,
-            lambda: [self._spec(size, f"warmup:{i}", i, "warmup", True, max_tokens) for i in range(self.params.warmup)],
-        )
-        for spec in specs:
+        for i in range(self.params.warmup):
             if self._stop:
                 return
+            spec = await loop.run_in_executor(None, self._spec, size, f"warmup:{i}", i, "warmup", True, max_tokens)
             rec = await self._send(client, spec)
             self.state.warmup_records.append(rec)
             self._record(rec, None)
@@ -226,59 +214,87 @@ class Runner:
             self.request_stop(RunStatus.SERVER_DIED, f"the server stopped responding ({rec.error})")
 
     async def _run_cell(self, client: Any, cell: Cell) -> None:
-        specs = await self._build_specs(cell)
-        if self._stop:
-            return
-        self.sampler.cell = cell.label
-        start_metrics = await self.sampler.scrape_now()
-        self.sampler.energy_start()
-        self.obs.cell_started(cell)
-        sem = asyncio.Semaphore(cell.concurrency)
-        t0 = time.monotonic()
-        offsets = self._arrivals(cell) if self.params.request_rate else None
-
-        async def one(spec: RequestSpec, offset: Optional[float]) -> None:
-            if offset is not None:
-                spec.scheduled = t0 + offset
-                delay = max(0.0, spec.scheduled - time.monotonic())
-                try:  # sleep until the arrival time, but wake up at once when the run stops
-                    await asyncio.wait_for(self._stop_event.wait(), delay)
-                    return
-                except asyncio.TimeoutError:
-                    pass
-            async with sem:
-                await self._may_send.wait()
-                if self._stop:
-                    return
-                rec = await self._send(client, spec)
-            if self._stop and rec.error == INTERRUPTED and self.state.status is RunStatus.SERVER_DIED:
-                rec.error = SERVER_DIED
-            cell.records.append(rec)
-            self._record(rec, cell)
-            if not rec.ok and rec.error not in (INTERRUPTED, SERVER_DIED):
-                await self._check_server(rec)
-
-        await asyncio.gather(*(one(s, offsets[i] if offsets else None) for i, s in enumerate(specs)))
+        # Requests are built lazily, a bounded number ahead of the sends: memory does not grow with
+        # --num-requests, and what is built before the clock starts keeps tokenizer calls out of the timing.
+        source = _SpecSource(self, cell)
+        try:
+            await source.prefilled()
+            if self._stop:
+                return
+            self.sampler.cell = cell.label
+            start_metrics = await self.sampler.scrape_now()
+            self.sampler.energy_start()
+            self.obs.cell_started(cell)
+            if self.params.request_rate:
+                await self._open_loop(client, cell, source)
+            else:
+                workers = min(cell.concurrency, cell.num_requests)
+                await asyncio.gather(*(self._closed_loop_worker(client, cell, source) for _ in range(workers)))
+        finally:
+            source.close()
         end_metrics = await self.sampler.scrape_now()
         self._finish_cell(cell, start_metrics, end_metrics)
         self.sampler.cell = None
         self.obs.cell_done(cell)
+
+    async def _closed_loop_worker(self, client: Any, cell: Cell, source: "_SpecSource") -> None:
+        """One of `concurrency` workers: the next request starts as soon as this one's ended."""
+        while not self._stop:
+            spec = await source.get()
+            if spec is None:
+                return
+            await self._one(client, cell, spec)
+
+    async def _open_loop(self, client: Any, cell: Cell, source: "_SpecSource") -> None:
+        """Poisson arrivals: exponential gaps with mean 1/rate, seeded per cell, the first at t=0; at most
+        `concurrency` in flight (later arrivals wait, and that wait is their client queue time)."""
+        rate = float(self.params.request_rate or 0)
+        rng = random.Random(f"{self.params.seed}:arrivals:{cell.label}")
+        sem = asyncio.Semaphore(cell.concurrency)
+        tasks: Set["asyncio.Task[None]"] = set()
+        t0, offset = time.monotonic(), 0.0
+        for _ in range(cell.num_requests):
+            scheduled = t0 + offset
+            offset += rng.expovariate(rate)
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                try:  # sleep until the arrival time, but wake up at once when the run stops
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+            if self._stop:
+                break
+            spec = await source.get()
+            if spec is None:
+                break
+            spec.scheduled = scheduled
+            task = asyncio.ensure_future(self._one_limited(sem, client, cell, spec))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*list(tasks))
+
+    async def _one_limited(self, sem: asyncio.Semaphore, client: Any, cell: Cell, spec: RequestSpec) -> None:
+        async with sem:
+            await self._one(client, cell, spec)
+
+    async def _one(self, client: Any, cell: Cell, spec: RequestSpec) -> None:
+        await self._may_send.wait()
+        if self._stop:
+            return
+        rec = await self._send(client, spec)
+        if self._stop and rec.error == INTERRUPTED and self.state.status is RunStatus.SERVER_DIED:
+            rec.error = SERVER_DIED
+        cell.records.append(rec)
+        self._record(rec, cell)
+        if not rec.ok and rec.error not in (INTERRUPTED, SERVER_DIED):
+            await self._check_server(rec)
 
     def finish_partial(self) -> None:
         """After an abrupt stop: summarise the cell that was running from the records it has."""
         for cell in self.cells:
             if cell.status is CellStatus.PENDING and cell.records:
                 self._finish_cell(cell, None, None)
-
-    def _arrivals(self, cell: Cell) -> List[float]:
-        """Poisson process: exponential gaps with mean 1/rate, seeded per cell; first at t=0."""
-        rate = float(self.params.request_rate or 0)
-        rng = random.Random(f"{self.params.seed}:arrivals:{cell.label}")
-        t, out = 0.0, []
-        for _ in range(cell.num_requests):
-            out.append(t)
-            t += rng.expovariate(rate)
-        return out
 
     def _finish_cell(self, cell: Cell, m0: Optional[Dict[str, float]], m1: Optional[Dict[str, float]]) -> None:
         cell.records.sort(key=lambda r: r.index)
@@ -335,3 +351,72 @@ class Runner:
             "gpu_reason": summary.gpu_reason,
             "note": "whole machine (client included): RAPL package energy + NVML GPU energy",
         }
+
+
+LOOKAHEAD_MAX = 256  # requests built ahead of the sends
+LOOKAHEAD_TOKENS = 32_000_000  # ... and no more prompt tokens than this held at once
+
+
+class _SpecSource:
+    """The requests of one cell, built in order in a worker thread (tokenizer calls block), at most
+    `lookahead` ahead of the sends; get() returns None when there are no more or the run stops."""
+
+    def __init__(self, runner: Runner, cell: Cell) -> None:
+        self.runner = runner
+        self.cell = cell
+        self.lookahead = max(
+            1,
+            min(cell.num_requests, max(8, 4 * cell.concurrency), LOOKAHEAD_MAX, LOOKAHEAD_TOKENS // cell.prompt_size),
+        )
+        self.queue: "asyncio.Queue[Optional[RequestSpec]]" = asyncio.Queue(maxsize=self.lookahead)
+        self._full = asyncio.Event()
+        self._done = False
+        self._task = asyncio.ensure_future(self._produce())
+
+    async def _produce(self) -> None:
+        loop = asyncio.get_running_loop()
+        runner, cell = self.runner, self.cell
+        mt = runner.params.max_output_tokens
+        try:
+            for i in range(cell.num_requests):
+                if runner._stop:
+                    break
+                try:
+                    spec = await loop.run_in_executor(
+                        None, runner._spec, cell.prompt_size, f"{cell.label}:{i}", i, cell.label, False, mt
+                    )
+                except (HttpError, RuntimeError, ValueError) as exc:  # the tokenizer stopped answering
+                    runner.obs.message(f"Cannot build request {i} of {cell.label}: {exc}; stopping the run")
+                    runner.request_stop(RunStatus.SERVER_DIED, f"cannot build requests: {exc}")
+                    break
+                await self.queue.put(spec)
+                if self.queue.full():
+                    self._full.set()
+        finally:
+            self._done = True
+            self._full.set()
+            for _ in range(cell.concurrency + 1):  # wake every consumer waiting on an empty queue
+                if self.queue.full():
+                    break
+                self.queue.put_nowait(None)
+
+    async def prefilled(self) -> None:
+        """Wait until `lookahead` requests are built (or all of them): the clock starts after this."""
+        full = asyncio.ensure_future(self._full.wait())
+        stop = asyncio.ensure_future(self.runner._stop_event.wait())
+        try:
+            await asyncio.wait([full, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            full.cancel()
+            stop.cancel()
+
+    async def get(self) -> Optional[RequestSpec]:
+        if self._done and self.queue.empty():
+            return None
+        spec = await self.queue.get()
+        if spec is None and not self.queue.full():
+            self.queue.put_nowait(None)  # pass the end on to the next consumer
+        return spec
+
+    def close(self) -> None:
+        self._task.cancel()

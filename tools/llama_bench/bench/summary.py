@@ -7,6 +7,7 @@ looked up through the same table.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -122,6 +123,14 @@ class Field:
                 return None
             cur = cur[part]
         return cur
+
+    def number(self, cell: Mapping[str, Any]) -> Optional[float]:
+        """The figure as a finite number, None when absent or not a number (a result file edited by
+        hand or from another tool must not crash a table or a plot)."""
+        value = self.get(cell)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
 
 
 def _dist_fields(name: str, label: str, unit: str, better: bool) -> List[Field]:

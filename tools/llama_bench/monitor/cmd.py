@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import IO, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 from .. import stopping
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
+from ..outputs import AppendFile, OutputFailed, OutputPath, report_failures, write_atomic
 from ..ticker import Ticker
 from ..utils import ExitStatus, UserError
 from .sampler import Monitor, Snapshot
@@ -23,8 +24,8 @@ class MonitorParams:
     api_key: Optional[str]
     interval: float
     duration: Optional[float] = None
-    json_out: Optional[str] = None
-    jsonl: Optional[str] = None
+    json_out: Optional[OutputPath] = None  # validated by outputs.output_path before anything runs
+    jsonl: Optional[OutputPath] = None
     quiet: bool = False
 
 
@@ -64,7 +65,7 @@ def _check_endpoint(endpoint: str, api_key: Optional[str]) -> None:
 
 def run_monitor(params: MonitorParams) -> int:
     _check_endpoint(params.endpoint, params.api_key)
-    jsonl: Optional[IO[str]] = open(params.jsonl, "a", encoding="utf-8") if params.jsonl else None
+    jsonl = AppendFile(params.jsonl).open() if params.jsonl else None
     monitor = Monitor(params.endpoint, params.interval, api_key=params.api_key, history=1_000_000)
     deadline = time.monotonic() + params.duration if params.duration else None
     ticker = Ticker(params.interval)
@@ -73,8 +74,7 @@ def run_monitor(params: MonitorParams) -> int:
             stopping.check()
             snap = monitor.sample()
             if jsonl:
-                jsonl.write(json.dumps(_record(snap)) + "\n")
-                jsonl.flush()  # a crash or Ctrl-C keeps every sample taken so far
+                jsonl.write_line(json.dumps(_record(snap)))  # flushed: a crash or Ctrl-C keeps every sample
             if not params.quiet:
                 print(sample_line(snap), flush=True)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to end an open-ended monitor
@@ -82,10 +82,19 @@ def run_monitor(params: MonitorParams) -> int:
     finally:
         stopping.ignore()
         monitor.stop()
+        failures = []
         if jsonl:
             jsonl.close()
+            failures += [jsonl.failed] if jsonl.failed else []
         if params.json_out:
-            series = [_record(s) for s in monitor.snapshots()]
-            with open(params.json_out, "w", encoding="utf-8") as fh:
-                json.dump({"schema": SCHEMA, "endpoint": params.endpoint, "samples": series}, fh, indent=1)
-    return ExitStatus.OK
+            document = {
+                "schema": SCHEMA,
+                "endpoint": params.endpoint,
+                "samples": [_record(s) for s in monitor.snapshots()],
+            }
+            try:
+                write_atomic(params.json_out, lambda fh: json.dump(document, fh, indent=1))
+            except OutputFailed as exc:
+                failures.append(str(exc))
+        report_failures("llama-bench", failures)
+    return ExitStatus.OUTPUT_ERROR if failures else ExitStatus.OK

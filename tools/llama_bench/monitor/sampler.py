@@ -6,6 +6,7 @@ the host, the GPU and CPU energy, and turns counters into rates with a RateTrack
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -118,7 +119,8 @@ class Monitor:
         try:
             resp = self.client.get("/metrics")
             if resp.status == 200:
-                values = parse_metrics(resp.text)
+                # NaN/inf gauges (a broken exporter) would show as "nan" everywhere: drop them.
+                values = {k: v for k, v in parse_metrics(resp.text).items() if math.isfinite(v)}
             elif resp.status == 501:
                 error = "metrics disabled: start llama-server with --metrics"
             else:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, List, Optional
 
-from ..argtypes import non_negative_int, port_type, positive_float, positive_int
-from ..settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT, int_setting, setting
+from ..argtypes import api_key_type, host_type, non_negative_int, port_type, positive_float, positive_int
+from ..settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT, setting_default
 
 if TYPE_CHECKING:  # imported when a command runs: `--help` only needs argparse
     from .config import LaunchOptions, ServerConfig
@@ -17,12 +17,18 @@ MODEL_FLAGS = ("-m", "--model", "-hf", "--hf-repo", "-mu", "--model-url")
 
 def add_endpoint_args(parser: argparse._ActionsContainer) -> None:
     """--host/--port/--api-key: where a server listens (ours or an existing one)."""
-    parser.add_argument("--host", default=setting("LLAMA_HOST") or DEFAULT_HOST, help="bind/connect address")
+    # Defaults from the environment / .env are validated by the flag's own type (bad ones named).
     parser.add_argument(
-        "--port", type=port_type, default=int_setting("LLAMA_PORT", DEFAULT_PORT), help=f"port ({DEFAULT_PORT})"
+        "--host", type=host_type, default=setting_default("LLAMA_HOST", DEFAULT_HOST), help="bind/connect address"
     )
     parser.add_argument(
-        "--api-key", default=setting("LLAMA_API_KEY"), help="API key the server requires (also LLAMA_API_KEY)"
+        "--port", type=port_type, default=setting_default("LLAMA_PORT", DEFAULT_PORT), help=f"port ({DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--api-key",
+        type=api_key_type,
+        default=setting_default("LLAMA_API_KEY", None),
+        help="API key the server requires (also LLAMA_API_KEY)",
     )
 
 
@@ -38,8 +44,8 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--model", "-m", metavar="GGUF", help="model file (else LLAMA_MODEL from the environment or .env)")
     add_endpoint_args(g)
-    g.add_argument("--ctx-size", "-c", type=non_negative_int, default=int_setting("LLAMA_CTX_SIZE", None))
-    g.add_argument("--threads", "-t", type=positive_int, default=int_setting("LLAMA_THREADS", None))
+    g.add_argument("--ctx-size", "-c", type=non_negative_int, default=setting_default("LLAMA_CTX_SIZE", None))
+    g.add_argument("--threads", "-t", type=positive_int, default=setting_default("LLAMA_THREADS", None))
     g.add_argument("--parallel", "-np", type=positive_int, help="number of slots (server default: auto)")
     g.add_argument("--batch-size", "-b", type=positive_int)
     g.add_argument("--ubatch-size", "-ub", type=positive_int)
@@ -67,7 +73,6 @@ def config_from_args(
     args: argparse.Namespace, extra: Optional[List[str]] = None, model_required: bool = True
 ) -> "ServerConfig":
     """Resolve binary and model and build a ServerConfig (raises UserError with a clear message)."""
-    from ..endpoint import check_api_key
     from .config import ServerConfig
     from .locate import resolve_binary, resolve_model
 
@@ -86,6 +91,6 @@ def config_from_args(
         n_gpu_layers=args.n_gpu_layers,
         no_gpu=args.no_gpu,
         flash_attn=args.flash_attn,
-        api_key=check_api_key(args.api_key),
+        api_key=args.api_key or None,
         extra_args=extra,
     )

@@ -16,11 +16,12 @@ from typing import IO, Callable, List, Optional
 from .. import stopping
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
-from ..settings import state_dir
+from ..settings import state_subdir
 from ..utils import ExitStatus, UserError
 from . import registry
 from .config import ServerConfig, build_command
-from .ports import port_in_use, who_listens
+from .ports import check_bindable
+from .watchdog import GroupWatchdog
 
 
 class ServerStartError(UserError):
@@ -67,6 +68,7 @@ class ManagedServer:
         self._log_fh: Optional[IO[bytes]] = None
         self.detached = False
         self.started_at: Optional[float] = None
+        self._watchdog: Optional[GroupWatchdog] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -87,10 +89,7 @@ class ManagedServer:
     def check_can_start(self) -> None:
         from .procs import find_servers
 
-        if port_in_use(self.cfg.host, self.cfg.port):
-            holder = who_listens(self.cfg.port)
-            who = f" by {holder}" if holder else ""
-            raise UserError(f"port {self.cfg.port} is already in use{who}; choose another with --port")
+        check_bindable(self.cfg.host, self.cfg.port)
         if not self.allow_multi_server:
             running = find_servers()
             if running:
@@ -101,12 +100,17 @@ class ManagedServer:
                 )
 
     def start(self, die_with_us: bool = True) -> None:
-        """Start the server; unless `die_with_us` is False (--detach), it is killed if we die."""
+        """Start the server; unless `die_with_us` is False (--detach), it is killed if we die: the
+        parent-death signal for the direct child, a watchdog for its whole process group."""
         self.check_can_start()
-        logs = state_dir() / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = state_subdir("logs")
         self.log_path = logs / f"llama-server-{self.cfg.port}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        self._log_fh = open(self.log_path, "wb")
+        try:
+            self._log_fh = open(self.log_path, "wb")
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the server log {self.log_path}: {(exc.strerror or str(exc)).lower()}"
+            ) from None
         cmd = self.command
         try:
             self.proc = subprocess.Popen(
@@ -121,19 +125,31 @@ class ManagedServer:
             self._close_log()
             raise UserError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
         self.started_at = time.time()
-        registry.register(
-            registry.ServerEntry(
-                pid=self.proc.pid,
-                create_time=registry.process_create_time(self.proc.pid) or self.started_at,
-                host=self.cfg.host,
-                port=self.cfg.port,
-                cmdline=cmd,
-                model=self.cfg.model,
-                log_path=str(self.log_path),
-                started_at=self.started_at,
-                owner_pid=os.getpid(),
+        if die_with_us:
+            self._watchdog = GroupWatchdog(self.proc.pid)
+        try:
+            registry.register(
+                registry.ServerEntry(
+                    pid=self.proc.pid,
+                    create_time=registry.process_create_time(self.proc.pid) or self.started_at,
+                    host=self.cfg.host,
+                    port=self.cfg.port,
+                    cmdline=cmd,
+                    model=self.cfg.model,
+                    log_path=str(self.log_path),
+                    started_at=self.started_at,
+                    owner_pid=os.getpid(),
+                )
             )
-        )
+        except (OSError, UserError) as exc:
+            # A server nobody can find again (ps, stop-all) must not keep running.
+            self.stop(grace=5.0)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise UserError(
+                f"could not record the server in the registry ({why}); stopped it again. Free the state "
+                "directory or pick another with LLAMA_STUDIO_STATE_DIR=DIR",
+                ExitStatus.FAILED,
+            ) from None
 
     def wait_ready(self, timeout: float, on_wait: Optional[Callable[[float], None]] = None) -> float:
         """Block until the server is ready (endpoint.check_ready); returns seconds waited."""
@@ -179,19 +195,40 @@ class ManagedServer:
         self._close_log()
 
     def stop(self, grace: float = 10.0) -> Optional[int]:
-        """SIGTERM the process group, wait `grace` s, then SIGKILL; returns the exit code."""
+        """SIGTERM the process group, wait `grace` s, then SIGKILL; returns the exit code.
+
+        The whole group: a wrapper script that did not `exec` may exit on SIGTERM while the real
+        server below it lingers; it gets the rest of the grace period, then SIGKILL too."""
         if self.proc is None or self.detached:
             return None
-        if self.proc.poll() is None:
+        deadline = time.monotonic() + grace
+        if self.proc.poll() is None or self._group_alive():
             self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self._signal_group(signal.SIGKILL)
                 self.proc.wait()
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._group_alive():
+                self._signal_group(signal.SIGKILL)
+        if self._watchdog is not None:
+            self._watchdog.release()
+            self._watchdog = None
         registry.unregister(self.proc.pid)
         self._close_log()
         return self.proc.returncode
+
+    def _group_alive(self) -> bool:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def _signal_group(self, sig: int) -> None:
         assert self.proc is not None

@@ -131,7 +131,7 @@ def summary_table(cells: Sequence[Mapping[str, Any]], title: str = "Summary") ->
     for c in cells:
         req = c.get("requests") or {}
         ok = f"{req.get('ok', 0)}/{req.get('sent', 0)}" if req else "-"
-        values = [fmt(f.get(c), f.digits) for f in SUMMARY_COLUMNS]
+        values = [fmt(f.number(c), f.digits) for f in SUMMARY_COLUMNS]
         parts = [] if c.get("status") == CellStatus.DONE else [str(c.get("status"))]
         if c.get("warnings"):
             parts.append(f"{len(c['warnings'])} warning(s)")
@@ -240,7 +240,7 @@ def compare_rows(a: Dict[str, Any], b: Dict[str, Any]) -> List[Tuple[str, Field,
         if cb is None or CellStatus.SKIPPED in (ca.get("status"), cb.get("status")):
             continue
         for f in COMPARE_FIELDS:
-            va, vb = f.get(ca), f.get(cb)
+            va, vb = f.number(ca), f.number(cb)
             if va is None and vb is None:
                 continue
             rows.append((f"p{key[0]} c{key[1]}", f, va, vb))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Dict, List, Tuple
 
-from ...utils import UserError, require
+from ...outputs import OutputPath, write_atomic
+from ...utils import UserError, as_dict, require
 from ..plan import CellStatus
 from ..summary import Field, fields
 
@@ -23,14 +24,14 @@ def series_by(
     """{group value: [(x, y), ...]} sorted by x, for measured cells that have the metric."""
     out: Dict[Any, List[Tuple[Any, float]]] = defaultdict(list)
     for cell in cells:
-        value = metric.get(cell)
+        value = metric.number(cell)
         if cell.get("status") == CellStatus.SKIPPED or value is None:
             continue
         out[cell[group_key]].append((cell[x_key], float(value)))
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def plot_result(result: Dict[str, Any], out: str) -> None:
+def plot_result(result: Dict[str, Any], out: OutputPath) -> None:
     require("matplotlib", "matplotlib", "llama-bench plot")
     import matplotlib
 
@@ -62,9 +63,11 @@ def plot_result(result: Dict[str, Any], out: str) -> None:
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    server = (result.get("environment") or {}).get("server") or {}
+    server = as_dict(as_dict(result.get("environment")).get("server"))
     model = str(server.get("model_path") or server.get("model_id") or "").rsplit("/", 1)[-1]
     fig.suptitle(f"llama-bench {result.get('started_at', '')}  {model}  api={result.get('api')}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+    finally:
+        plt.close(fig)

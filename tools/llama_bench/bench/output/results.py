@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import platform
 import time
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional
 
+from ...outputs import OutputPath, write_atomic
 from ...utils import UserError
 from ...version import __version__
 from ..plan import BenchParams, Cell, RunState
@@ -133,13 +133,14 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
 
 
-def write_json(path: str, result: Dict[str, Any]) -> None:
-    """Write atomically: a crash while writing never leaves a truncated result behind."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+def write_json(out: OutputPath, result: Dict[str, Any]) -> None:
+    """Write atomically: a crash or a full disk never leaves a truncated result behind."""
+
+    def dump(fh: IO[str]) -> None:
         json.dump(result, fh, indent=1)
         fh.write("\n")
-    os.replace(tmp, path)
+
+    write_atomic(out, dump)
 
 
 def csv_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -158,12 +159,15 @@ def csv_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def write_csv(path: str, result: Dict[str, Any]) -> None:
+def write_csv(out: OutputPath, result: Dict[str, Any]) -> None:
     rows = csv_rows(result)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
+
+    def dump(fh: IO[str]) -> None:
         writer = csv.DictWriter(fh, fieldnames=[csv_name(k) for k in CSV_KEYS] + ["warnings"])
         writer.writeheader()
         writer.writerows(rows)
+
+    write_atomic(out, dump)
 
 
 def _upgrade_v1(data: Dict[str, Any]) -> Dict[str, Any]:
@@ -191,7 +195,33 @@ def load_result(path: str) -> Dict[str, Any]:
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
         raise UserError(f"{path} is not a llama-bench result (written with --json-out)")
     if schema == SCHEMA_PREFIX + "1":
-        return _upgrade_v1(data)
-    if schema != SCHEMA:
+        data = _upgrade_v1(data)
+    elif schema != SCHEMA:
         raise UserError(f"{path} uses schema {schema}; this version reads {SCHEMA}")
+    problem = _structure_problem(data)
+    if problem:
+        raise UserError(f"{path} is a damaged llama-bench result: {problem}")
     return data
+
+
+def _structure_problem(data: Dict[str, Any]) -> Optional[str]:
+    """What compare/plot rely on, checked by type; None when it holds."""
+    cells = data.get("cells")
+    if not isinstance(cells, list):
+        return "'cells' is not a list"
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            return f"cell {i} is not an object"
+        for key in ("prompt_size", "concurrency"):
+            value = cell.get(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"cell {i} has no whole-number '{key}'"
+        if not isinstance(cell.get("status"), str):
+            return f"cell {i} has no 'status'"
+        for key in ("requests", "latency", "throughput", "rates", "energy", "checks"):
+            if key in cell and cell[key] is not None and not isinstance(cell[key], dict):
+                return f"cell {i}: '{key}' is not an object"
+    for key in ("environment", "params"):
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            return f"'{key}' is not an object"
+    return None
