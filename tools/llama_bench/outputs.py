@@ -45,6 +45,8 @@ def output_path(text: Optional[str], flag: str) -> Optional[OutputPath]:
         st = os.stat(path)  # follows symlinks: what matters is what would be written
     except FileNotFoundError:
         st = None
+    except NotADirectoryError:
+        raise UserError(f"{flag}: cannot write {path}: {_first_non_dir(path)} is not a directory") from None
     except OSError as exc:
         raise UserError(f"{flag}: cannot use {path}: {_reason(exc)}") from None
     if st is not None:
@@ -62,6 +64,13 @@ def output_path(text: Optional[str], flag: str) -> Optional[OutputPath]:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag}: cannot write {path}: directory {parent} is not writable")
     return OutputPath(flag, path)
+
+
+def _first_non_dir(path: Path) -> Path:
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path.parent
 
 
 def check_distinct(*outputs: Optional[OutputPath]) -> None:

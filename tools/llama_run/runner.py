@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
-from tools.llama_bench import stopping
+from tools.llama_bench import stdio, stopping
 from tools.llama_bench.server.config import LaunchOptions, ServerConfig
 from tools.llama_bench.server.managed import ManagedServer
 from tools.llama_bench.utils import ExitStatus
@@ -75,7 +75,7 @@ def _stop(server: ManagedServer) -> Optional[int]:
         return None
     code = server.stop()
     how = f" ({signal.Signals(-code).name})" if code is not None and code < 0 else ""
-    print(f"llama-server exited with code {code}{how}", flush=True)
+    stdio.final(f"llama-server exited with code {code}{how}")
     return code
 
 

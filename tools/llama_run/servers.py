@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import List, Optional
 
 from tools.llama_bench.server.procs import ServerProcess, StopOutcome, find_servers, stop_process
+from tools.llama_bench import stdio
 from tools.llama_bench.utils import ExitStatus, fmt_duration
 
 
@@ -69,5 +70,5 @@ def stop_all(flt: StopFilter, grace: float = 10.0, force: bool = False, dry_run:
         result = stop_process(s.pid, s.create_time, grace=grace, force=force)
         print(f"  pid {s.pid}: {result}")
         failed += result.outcome is StopOutcome.FAILED
-    print(f"Stopped {len(servers) - failed} of {len(servers)} llama-server process(es).")
+    stdio.final(f"Stopped {len(servers) - failed} of {len(servers)} llama-server process(es).")
     return ExitStatus.FAILED if failed else ExitStatus.OK

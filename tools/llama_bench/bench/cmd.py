@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from .. import stdio
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
 from ..server.config import LaunchOptions, ServerConfig
@@ -63,10 +64,10 @@ def benchmark(
             continue
         try:
             writer(target, result.document)
-            console.print(f"{label}: {target}")
+            stdio.final(f"{label}: {target}")
         except OutputFailed as exc:
             failures.append(str(exc))
-    console.print(f"per-request records: {jsonl_path}")
+    stdio.final(f"per-request records: {jsonl_path}")
     report_failures("llama-bench", failures)
     code = exit_status(result)
     return ExitStatus.OUTPUT_ERROR if failures and code == ExitStatus.OK else code

@@ -143,11 +143,12 @@ class ManagedServer:
             )
         except (OSError, UserError) as exc:
             # A server nobody can find again (ps, stop-all) must not keep running.
+            pid = self.proc.pid
             self.stop(grace=5.0)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise UserError(
-                f"could not record the server in the registry ({why}); stopped it again. Free the state "
-                "directory or pick another with LLAMA_STUDIO_STATE_DIR=DIR",
+                f"could not record the server (pid {pid}) in the registry ({why}); stopped it again. Free "
+                "the state directory or pick another with LLAMA_STUDIO_STATE_DIR=DIR",
                 ExitStatus.FAILED,
             ) from None
 
