@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from .. import stdio
+from .. import stdio, stopping
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
 from ..server.config import LaunchOptions, ServerConfig
@@ -140,6 +140,7 @@ def _wait_existing(endpoint: str, api_key: Optional[str], timeout: float) -> Non
     deadline = time.monotonic() + timeout
     try:
         while True:
+            stopping.check()
             check = check_ready(client, timeout=3.0)
             if check.ready:
                 return
@@ -153,7 +154,7 @@ def _wait_existing(endpoint: str, api_key: Optional[str], timeout: float) -> Non
                 raise UserError(f"the server at {endpoint} requires an API key: pass --api-key")
             if time.monotonic() > deadline:
                 raise UserError(f"the server at {endpoint} did not become ready within {timeout:g} s")
-            time.sleep(0.5)
+            stopping.wait(0.5)
     finally:
         client.close()
 
