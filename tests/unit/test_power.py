@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from tools.llama_bench.power import rapl
+from tools.llama_bench.power.amd import AMDSMI_MISSING_REASON
 from tools.llama_bench.power.meter import EnergyMeter, describe, joules_to_wh, tokens_per_joule
 from tools.llama_bench.power.nvml import NVML_MISSING_REASON, NvmlReader
 from tools.llama_bench.power.rapl import NO_RAPL_REASON, RaplReader
@@ -324,6 +325,7 @@ def test_energy_meter_adds_gpu_energy_to_total(tmp_path, monkeypatch):
     pkg = add_domain(tmp_path, "intel-rapl:0", "package-0", 0)
     mod = fake_pynvml(energy_mj=[0])
     monkeypatch.setitem(sys.modules, "pynvml", mod)
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
     clock = FakeClock()
     meter = EnergyMeter(rapl=RaplReader(str(tmp_path)), clock=clock)
     set_energy(pkg, 10_000_000)
@@ -339,11 +341,12 @@ def test_energy_meter_adds_gpu_energy_to_total(tmp_path, monkeypatch):
 
 def test_energy_meter_without_any_source_has_reasons_and_no_total(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
     meter = EnergyMeter(rapl=RaplReader(str(tmp_path / "missing")))
     summary = meter.read()
     assert summary.cpu_joules is None and summary.gpu_joules is None and summary.total_joules is None
     assert summary.cpu_reason == NO_RAPL_REASON
-    assert summary.gpu_reason == NVML_MISSING_REASON
+    assert summary.gpu_reason == f"{NVML_MISSING_REASON}; {AMDSMI_MISSING_REASON}"  # both vendors say why
     assert summary.cpu_watts is None
     assert describe(summary) == f"energy cpu unavailable: {NO_RAPL_REASON}"
 
@@ -367,6 +370,7 @@ def test_monitor_opens_one_nvml_handle_for_stats_and_energy_and_closes_it(monkey
 
     mod = fake_pynvml(energy_mj=[1000], power_mw=[100_000])
     monkeypatch.setitem(sys.modules, "pynvml", mod)
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
     monitor = Monitor("http://127.0.0.1:9", interval=1.0, energy=True)  # nothing listens: sensors still read
     snap = monitor.sample()
     assert [g.name for g in snap.gpus] == ["NVIDIA Fake 4090"]

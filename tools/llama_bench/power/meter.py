@@ -5,18 +5,19 @@ from __future__ import annotations
 import time
 from typing import Callable, List, Optional
 
-from .nvml import NvmlReader
+from .gpus import GpuReaders
 from .rapl import RaplReader
 from .reading import EnergyReading, EnergySummary, GpuReader, GpuStats, one_line
 
 
 class EnergyMeter:
-    """CPU (RAPL) plus GPU (NVML) energy over an interval: start(), then read() as often as wanted.
+    """CPU (RAPL) plus GPU (NVML and amdsmi) energy over an interval: start(), then read() as often as wanted.
 
-    The GPU reader also serves GPU stats (`gpus()`), so one NVML handle is opened per meter.
+    The GPU reader also serves GPU stats (`gpus()`), so one NVML/amdsmi handle is opened per meter.
 
-    Readers are created here unless given; ``gpu=False`` skips NVML entirely. Baselines are taken
-    at creation, so read() works without start(). Call close() when done (releases NVML).
+    Readers are created here unless given (``nvml=`` takes any GpuReader; the default is
+    `GpuReaders`, NVIDIA and AMD together); ``gpu=False`` skips the GPU libraries entirely. Baselines
+    are taken at creation, so read() works without start(). Call close() when done (releases them).
     """
 
     def __init__(
@@ -29,7 +30,7 @@ class EnergyMeter:
     ) -> None:
         self._clock = clock
         self.rapl = rapl if rapl is not None else (RaplReader() if cpu else None)
-        self.nvml: Optional[GpuReader] = nvml if nvml is not None else (NvmlReader(clock=clock) if gpu else None)
+        self.nvml: Optional[GpuReader] = nvml if nvml is not None else (GpuReaders(clock=clock) if gpu else None)
         self._t0 = clock()
 
     def start(self) -> None:
@@ -44,7 +45,7 @@ class EnergyMeter:
         """Energy and average power since start()."""
         elapsed = max(0.0, self._clock() - self._t0)
         cpu = self.rapl.read_joules() if self.rapl is not None else EnergyReading(None, "rapl", False, "disabled")
-        gpu = self.nvml.read_joules() if self.nvml is not None else EnergyReading(None, "nvml", False, "disabled")
+        gpu = self.nvml.read_joules() if self.nvml is not None else EnergyReading(None, "gpu", False, "disabled")
         parts = [r.joules for r in (cpu, gpu) if r.available and r.joules is not None]
         return EnergySummary(
             cpu_joules=cpu.joules if cpu.available else None,

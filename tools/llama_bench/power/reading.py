@@ -18,7 +18,7 @@ class EnergyReading:
 
 @dataclass
 class GpuStats:
-    """Point-in-time state of one NVIDIA GPU; fields the driver does not report are None."""
+    """Point-in-time state of one GPU (NVIDIA or AMD); fields the driver does not report are None."""
 
     index: int
     name: str
@@ -29,7 +29,7 @@ class GpuStats:
 
 
 class GpuReader(Protocol):
-    """A source of GPU stats and energy (NVML today); `reason` says why it is unavailable."""
+    """A source of GPU stats and energy (NVML, amdsmi, or both: power.gpus); `reason` says why it is unavailable."""
 
     available: bool
     reason: Optional[str]
