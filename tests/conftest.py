@@ -20,7 +20,7 @@ def isolated_state(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def model_file(tmp_path):
-    """Any file will do for the fake server; it gets a GGUF header so no warning is printed."""
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF" + b"\0" * 60)
-    return path
+    """The fake server ignores the model, but our own checks read its header: a small real GGUF."""
+    from tests.gguf_files import write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path / "tiny.gguf")

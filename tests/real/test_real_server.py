@@ -91,15 +91,23 @@ def test_ctrl_c_during_start_leaves_nothing_running(real_server, real_model, rea
     assert wait_until(lambda: not pid_alive(pid), 5)
 
 
-def test_corrupt_model_gives_exit_code_and_load_error(real_server, real_threads, tmp_path):
+def test_a_corrupt_model_is_refused_before_the_server_starts(real_server, real_threads, tmp_path):
     bad = tmp_path / "corrupt.gguf"
     bad.write_bytes(b"NOTAGGUF" * 4096)
     res = run_cli(LLAMA_RUN, *run_args(real_server, bad, free_port(), real_threads, "--ui", "plain"))
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "does not look like a GGUF model" in res.stderr
-    assert "exited with code 1" in res.stderr
-    assert "failed to load model" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "is not a GGUF file" in res.stderr and "Traceback" not in res.stderr
+    assert "Starting llama-server" not in res.stdout
+
+
+def test_a_model_cut_short_is_refused_with_what_is_missing(real_server, real_model, real_threads, tmp_path):
+    # A valid header whose weights are cut in half (an interrupted download): caught before llama.cpp loads it.
+    cut = tmp_path / "cut.gguf"
+    with open(real_model, "rb") as src:
+        cut.write_bytes(src.read(real_model.stat().st_size // 2))
+    res = run_cli(LLAMA_RUN, *run_args(real_server, cut, free_port(), real_threads, "--ui", "plain"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "truncated" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_doctor_reports_generation_speed(real_server, real_model, real_threads):

@@ -119,8 +119,10 @@ def test_header_fields_of_a_small_model(tiny):
     assert info.expert_count is None and info.sliding_window is None
 
 
-def test_short_line_for_uis(tiny):
-    assert read_model_info(tiny).short() == "Tiny Test · llama · 51.6K params · F32 · ctx 2048"
+def test_short_line_for_uis_names_the_file_not_general_name(tiny):
+    info = read_model_info(tiny)
+    assert info.short() == f"{tiny.name} · llama · 51.6K params · F32 · ctx 2048"
+    assert info.facts() == "llama · 51.6K params · F32 · ctx 2048"
 
 
 def test_parameter_counts_read_like_model_cards():
@@ -350,4 +352,4 @@ def test_keys_of_the_wrong_type_count_as_missing(tmp_path):
     assert info.block_count is None and info.context_length is None and info.head_count_kv is None
     assert info.kv_heads_per_layer is None
     assert info.embedding_length == 576
-    assert info.short() == "Odd · llama · 16 params · F32"
+    assert info.facts() == "llama · 16 params · F32"

@@ -132,3 +132,8 @@ def test_missing_rates_and_sensors_still_format():
     lines = format_block([bare])
     assert lines[0] == "[warn] server unreachable: connection refused"
     assert all(TOK.match(x) for x in lines if x.startswith("[tok]"))
+
+
+def test_idle_before_any_work_is_just_idle():
+    snaps = [snap(0, 0, 0, Rate(None, None), False), snap(1, 0, 0, Rate(0.0, 0.0), True)]
+    assert " g_tok 0 (idle) req 0 " in format_block(snaps)[4]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.gguf_files import write_tiny_gguf
 from tools.llama_bench.server import locate
 from tools.llama_bench.server.config import ServerConfig, build_command
 from tools.llama_bench.server.locate import resolve_binary, resolve_model
@@ -91,24 +92,43 @@ def test_model_is_required_unless_told_otherwise():
     assert resolve_model(None, required=False) is None
 
 
-def test_non_gguf_model_only_warns(tmp_path, capsys):
+def test_a_file_that_is_not_gguf_is_refused_before_any_start(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("hello", encoding="utf-8")
-    assert resolve_model(str(bad)) == str(bad)
-    assert "does not look like a GGUF model" in capsys.readouterr().err
+    with pytest.raises(UserError, match="not a GGUF file") as exc:
+        resolve_model(str(bad))
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
 
 
-def test_gguf_model_passes_silently(tmp_path, capsys):
-    good = tmp_path / "m.gguf"
-    good.write_bytes(b"GGUF\x03\x00\x00\x00")
+def test_a_truncated_gguf_is_refused(tmp_path):
+    good = write_tiny_gguf(tmp_path / "m.gguf")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(UserError, match="truncated"):
+        resolve_model(str(cut))
+
+
+def test_a_gguf_model_passes_silently(tmp_path, capsys):
+    good = write_tiny_gguf(tmp_path / "m.gguf")
     assert resolve_model(str(good)) == str(good)
     assert capsys.readouterr().err == ""
 
 
+def test_a_model_can_be_named_by_a_unique_part_of_its_name(tmp_path, monkeypatch):
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    write_tiny_gguf(folder / "Qwen2.5-0.5B-Instruct-Q4_K_M.gguf")
+    write_tiny_gguf(folder / "Llama-3.2-1B-Instruct-Q8_0.gguf")
+    monkeypatch.setenv("LLAMA_MODEL_DIR", str(folder))
+    assert resolve_model("qwen2.5") == str(folder / "Qwen2.5-0.5B-Instruct-Q4_K_M.gguf")
+    with pytest.raises(UserError, match="Instruct") as exc:
+        resolve_model("instruct")  # two candidates: both are listed
+    assert "Qwen2.5" in str(exc.value) and "Llama-3.2" in str(exc.value)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_model_is_a_clear_error(tmp_path):
-    locked = tmp_path / "m.gguf"
-    locked.write_bytes(b"GGUF")
+    locked = write_tiny_gguf(tmp_path / "m.gguf")
     locked.chmod(0)
     with pytest.raises(UserError, match="not readable"):
         resolve_model(str(locked))

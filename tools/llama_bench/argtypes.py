@@ -141,6 +141,43 @@ def concurrency_list(text: str) -> List[int]:
     return out
 
 
+@_origin_named
+def cache_type(text: str) -> str:
+    """A KV-cache type llama-server accepts (-ctk/-ctv)."""
+    from .models.memory import CACHE_TYPES as types
+
+    value = text.strip().lower()
+    if value not in types:
+        raise argparse.ArgumentTypeError(f"invalid cache type '{text}': expected one of {', '.join(types)}")
+    return value
+
+
+@_origin_named
+def json_object(text: str) -> str:
+    """A JSON object, passed on as its (validated) text."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"enable_thinking\": false}'")
+    return text
+
+
+@_origin_named
+def url_type(text: str) -> str:
+    """An http(s) base URL (endpoint.normalize_endpoint's rules)."""
+    from .endpoint import normalize_endpoint
+    from .utils import UserError
+
+    try:
+        return normalize_endpoint(text, flag="the URL")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def split_extra_args(argv: List[str]) -> Tuple[List[str], List[str]]:
     """Split `... -- extra llama-server flags` into (our args, extra args)."""
     if "--" in argv:

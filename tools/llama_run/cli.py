@@ -17,7 +17,7 @@ from tools.llama_bench.utils import UserError
 from tools.llama_bench.version import __version__
 
 PROG = "llama-run"
-COMMANDS = ("run", "ps", "stop-all", "doctor")
+COMMANDS = ("run", "ps", "stop-all", "doctor", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="start a llama-server and show live stats (default)")
-    add_server_args(run)
+    add_server_args(run, fit_check=True)
     ui = run.add_argument_group("display")
     ui.add_argument("--ui", choices=["tui", "plain"], help="tui when stdout is a terminal, else plain")
     ui.add_argument(
@@ -47,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     doctor = sub.add_parser("doctor", help="check that the server binary and model work; print a summary")
-    add_server_args(doctor)
+    add_server_args(doctor, fit_check=True)
     doctor.set_defaults(handler=_doctor)
+
+    models = sub.add_parser("models", help="list the GGUF models in the model folders and download caches")
+    models.add_argument("--model-dir", action="append", metavar="DIR", help="also look here (repeatable)")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(handler=_models)
 
     ps = sub.add_parser("ps", help="list running llama-servers")
     ps.add_argument("--json", action="store_true", help="machine-readable output")
@@ -99,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
         stats_interval=args.stats_interval,
         duration=args.duration,
         detach=args.detach,
+        skip_vram_check=args.skip_vram_check,
+        metrics_url=args.metrics_url,
     )
     return run(opts)
 
@@ -107,7 +114,14 @@ def _doctor(args: argparse.Namespace) -> int:
     from tools.llama_bench.server.args import config_from_args
     from tools.llama_bench.server.doctor import run_doctor
 
-    return run_doctor(config_from_args(args, args.extra_server_args), args.startup_timeout)
+    return run_doctor(config_from_args(args, args.extra_server_args), args.startup_timeout, args.skip_vram_check)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    _no_extra(args)
+    return list_models(args.model_dir or [], as_json=args.json)
 
 
 def _ps(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ class StaticInfo:
     pid: Optional[int]
     started_at: Optional[float]  # wall-clock start of the server
     log_path: Optional[str] = None
+    model_summary: Optional[str] = None  # from the GGUF header: architecture, size, quantization, context
 
 
 # -- small pure helpers ----------------------------------------------------------------------------
@@ -181,6 +182,7 @@ def _header(snap: Optional[Snapshot], info: StaticInfo, now: Optional[float]) ->
         Text.assemble(("llama-server ", "bold"), server_state(snap)),
         Text(f"pid {info.pid if info.pid is not None else '-'}   up {fmt_duration(uptime)}"),
         Text(model, style="bold cyan"),
+        *([Text(info.model_summary, style="cyan")] if info.model_summary else []),
         Text(info.url, style="underline"),
     ]
     body: RenderableType = _fields(parts)

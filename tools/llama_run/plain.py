@@ -57,8 +57,11 @@ def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], sna
             line += " (no data)"
         elif rate is None or rate.gen_tps is None:
             line += " (first sample)"
+        elif not snap.idle:
+            line += " (active)"
         else:
-            line += " (idle, last burst)" if snap.idle else " (active)"
+            worked = snap.rates is not None and (snap.rates.prompt_tokens or snap.rates.gen_tokens)
+            line += " (idle, last burst)" if worked else " (idle)"
         busy = f"{snap.slots.busy}/{snap.slots.total}" if snap.slots else "-"
         fill = f"{snap.slots.ctx_fill * 100:.0f}%" if snap.slots and snap.slots.ctx_fill is not None else "-"
         line += (
@@ -94,7 +97,7 @@ def run_plain(session: Session) -> StopReason:
     However it stops (Ctrl-C, SIGTERM, --duration, the server exiting), a last sample is taken and a
     final block printed, so a request that finished just before the stop is in the totals."""
     server = session.server
-    monitor = Monitor(server.base_url, session.interval, api_key=server.api_key, pid=server.pid)
+    monitor = Monitor(session.monitor_url, session.interval, api_key=server.api_key, pid=server.pid)
     try:
         return _loop(session, monitor)
     finally:

@@ -11,6 +11,7 @@ from typing import Callable, Literal, Optional
 from tools.llama_bench import stdio, stopping
 from tools.llama_bench.server.config import LaunchOptions, ServerConfig
 from tools.llama_bench.server.managed import ManagedServer
+from tools.llama_bench.server.preflight import describe_choice, preflight
 from tools.llama_bench.utils import ExitStatus
 
 from .session import Session, StopReason
@@ -25,6 +26,8 @@ class RunOptions:
     stats_interval: float = 5.0
     duration: Optional[float] = None
     detach: bool = False
+    skip_vram_check: bool = False
+    metrics_url: Optional[str] = None  # read /metrics and /slots here instead of from the server
 
 
 def _live_view(session: Session, use_tui: bool) -> StopReason:
@@ -40,13 +43,20 @@ def _live_view(session: Session, use_tui: bool) -> StopReason:
 def run(opts: RunOptions) -> int:
     server = ManagedServer(opts.config, allow_multi_server=opts.launch.allow_multi_server)
     use_tui = opts.ui == "tui" or (opts.ui is None and sys.stdout.isatty())
+    checked = preflight(opts.config, skip_fit_check=opts.skip_vram_check)  # before anything starts
     reason = StopReason.USER
     try:
         print(f"Starting llama-server: {' '.join(server.command)}", flush=True)
+        for line in checked.lines():
+            print(line, flush=True)
         server.start(die_with_us=not opts.detach)
         print(f"  pid {server.pid}, log {server.log_path}", flush=True)
         waited = server.wait_ready(opts.launch.startup_timeout, on_wait=_loading_notice())
         print(f"llama-server ready at {server.base_url} after {waited:.1f} s", flush=True)
+        if opts.config.fit == "on":
+            chosen = describe_choice(server.props(), server.log_lines())
+            if chosen:
+                print(f"  llama-server's --fit chose: {chosen}", flush=True)
         if opts.detach:
             server.detach()
             print(f"Detached: llama-server keeps running (pid {server.pid}); stop it with ./llama-run stop-all")
@@ -56,6 +66,8 @@ def run(opts: RunOptions) -> int:
             interval=opts.interval,
             stats_interval=opts.stats_interval,
             deadline=time.monotonic() + opts.duration if opts.duration else None,
+            model=checked.info,
+            metrics_url=opts.metrics_url,
         )
         reason = _live_view(session, use_tui)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (tools.llama_bench.stopping)

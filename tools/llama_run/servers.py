@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from tools.llama_bench.server.procs import ServerProcess, StopOutcome, find_servers, stop_process
 from tools.llama_bench import stdio
 from tools.llama_bench.utils import ExitStatus, fmt_duration
+
+if TYPE_CHECKING:
+    from tools.llama_bench.models.gguf import ModelInfo
 
 
 def _by(s: ServerProcess) -> str:
@@ -17,10 +20,38 @@ def _by(s: ServerProcess) -> str:
     return "us (detached)" if s.detached else "us"
 
 
+def _model_info(path: Optional[str]) -> Optional["ModelInfo"]:
+    """What the server's GGUF says (None when unknown or unreadable: ps only informs)."""
+    if not path:
+        return None
+    from tools.llama_bench.models.gguf import read_model_info
+    from tools.llama_bench.utils import UserError
+
+    try:
+        return read_model_info(path)
+    except UserError:
+        return None
+
+
+def _model_text(s: ServerProcess, info: Optional["ModelInfo"]) -> str:
+    if not s.model:
+        return "-"
+    if info is None:
+        return s.model
+    from tools.llama_bench.models.gguf import fmt_count
+
+    facts = [f for f in (fmt_count(info.parameters) if info.parameters else None, info.quantization) if f]
+    return f"{s.model} ({', '.join(facts)})" if facts else s.model
+
+
 def ps(as_json: bool = False) -> int:
     servers = find_servers()
+    infos = {s.pid: _model_info(s.model) for s in servers}
     if as_json:
-        rows = [asdict(s) | {"uptime_s": round(s.uptime, 1)} for s in servers]
+        rows = []
+        for s in servers:
+            info = infos[s.pid]
+            rows.append(asdict(s) | {"uptime_s": round(s.uptime, 1), "model_info": info.to_dict() if info else None})
         print(json.dumps(rows, indent=2))
         return ExitStatus.OK
     if not servers:
@@ -28,7 +59,8 @@ def ps(as_json: bool = False) -> int:
         return ExitStatus.OK
     print(f"{'PID':>7}  {'PORT':>5}  {'UPTIME':>8}  {'BY':<13}  MODEL")
     for s in servers:
-        print(f"{s.pid:>7}  {s.port or '-':>5}  {fmt_duration(s.uptime):>8}  {_by(s):<13}  {s.model or '-'}")
+        model = _model_text(s, infos[s.pid])
+        print(f"{s.pid:>7}  {s.port or '-':>5}  {fmt_duration(s.uptime):>8}  {_by(s):<13}  {model}")
     return ExitStatus.OK
 
 

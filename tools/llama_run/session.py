@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from tools.llama_bench.server.managed import ManagedServer
 from tools.llama_bench.utils import StrEnum
+
+if TYPE_CHECKING:
+    from tools.llama_bench.models.gguf import ModelInfo
 
 
 class StopReason(StrEnum):
@@ -25,6 +28,12 @@ class Session:
     interval: float
     stats_interval: float
     deadline: Optional[float]  # time.monotonic() at which --duration ends
+    model: Optional["ModelInfo"] = None  # what the GGUF header says (None in router mode)
+    metrics_url: Optional[str] = None  # where /metrics and /slots are read (default: the server)
+
+    @property
+    def monitor_url(self) -> str:
+        return self.metrics_url or self.server.base_url
 
     def duration_over(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline

@@ -83,6 +83,10 @@ def _epilogue(snapshots: Sequence[Snapshot], log_lines: Iterable[str], reason: S
         print("llama-server log tail:", *[f"  {line}" for line in list(log_lines)[-15:]], sep="\n", flush=True)
 
 
+def _model_summary(session: Session) -> Optional[str]:
+    return session.model.facts() if session.model is not None else None
+
+
 def run_tui(session: Session) -> StopReason:
     """Show the dashboard until q, --duration or the server exiting; returns why it stopped.
     KeyboardInterrupt propagates (the runner stops the server)."""
@@ -93,10 +97,11 @@ def run_tui(session: Session) -> StopReason:
         pid=server.pid,
         started_at=server.started_at,
         log_path=str(server.log_path) if server.log_path else None,
+        model_summary=_model_summary(session),
     )
     tail = LogTail(server.log_path, lines=200)  # enough to fill a tall terminal
     console = Console()
-    monitor = Monitor(server.base_url, session.interval, api_key=server.api_key, pid=server.pid)
+    monitor = Monitor(session.monitor_url, session.interval, api_key=server.api_key, pid=server.pid)
     # The alternate screen is redrawn in place from the top (no clearing, so no flicker) and cropped
     # to the terminal size on every frame, so a resize just changes the next frame.
     live = Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)

@@ -221,4 +221,3 @@ def resolve_model_name(text: str, dirs: Sequence[Path]) -> str:
         f"no model matches '{text}': not a file, and no GGUF file name contains it "
         f"(searched {searched}; add folders with --model-dir or LLAMA_MODEL_DIR)"
     )
-

@@ -71,8 +71,14 @@ class ModelInfo:
     output_tied: bool = False  # no output.weight: llama.cpp reuses token_embd for the output layer
 
     def short(self) -> str:
-        """One line for UIs, e.g. "SmolLM2 135M · llama · 134.5M params · Q4_1 · ctx 8192"."""
-        parts = [self.name or Path(self.path).name, self.architecture]
+        """One line for UIs, e.g. "SmolLM2-135M-Instruct.Q4_1.gguf · llama · 134.5M params · Q4_1 · ctx 8192".
+
+        The file name, not general.name: converters fill that with whatever the training run was called."""
+        return " · ".join([Path(self.path).name, self.facts()])
+
+    def facts(self) -> str:
+        """What the model is, without its name: "llama · 134.5M params · Q4_1 · ctx 8192"."""
+        parts = [self.architecture]
         parts.append(f"{fmt_count(self.parameters)} params" if self.parameters else None)
         parts.append(self.quantization)
         parts.append(f"ctx {self.context_length}" if self.context_length else None)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, List, Optional
 
-from ..argtypes import api_key_type, host_type, non_negative_int, port_type, positive_float, positive_int
+from ..argtypes import (
+    api_key_type,
+    cache_type,
+    host_type,
+    json_object,
+    non_negative_int,
+    port_type,
+    positive_float,
+    positive_int,
+    url_type,
+)
 from ..settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT, setting_default
 
 if TYPE_CHECKING:  # imported when a command runs: `--help` only needs argparse
@@ -32,8 +42,8 @@ def add_endpoint_args(parser: argparse._ActionsContainer) -> None:
     )
 
 
-def add_server_args(parser: argparse.ArgumentParser) -> None:
-    """Flags that describe the llama-server to start."""
+def add_server_args(parser: argparse.ArgumentParser, fit_check: bool = False) -> None:
+    """Flags that describe the llama-server to start (`fit_check`: also --skip-vram-check)."""
     g = parser.add_argument_group("llama-server")
     g.add_argument(
         "--llama-server",
@@ -42,7 +52,20 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="llama-server binary (else LLAMA_SERVER_BIN, build/llama.cpp/build/bin/llama-server, PATH)",
     )
-    g.add_argument("--model", "-m", metavar="GGUF", help="model file (else LLAMA_MODEL from the environment or .env)")
+    g.add_argument(
+        "--model",
+        "-m",
+        metavar="GGUF",
+        help="model file, or a unique name/part of a name found in the model folders (else LLAMA_MODEL)",
+    )
+    g.add_argument(
+        "--model-dir",
+        action="append",
+        metavar="DIR",
+        help="also look for models here (repeatable; LLAMA_MODEL_DIR, ./models and the download caches always)",
+    )
+    g.add_argument("--models-dir", metavar="DIR", help="router mode: serve every GGUF in DIR, loaded on demand")
+    g.add_argument("--model-alias", "-a", metavar="NAME", help="the model name clients see (llama-server --alias)")
     add_endpoint_args(g)
     g.add_argument("--ctx-size", "-c", type=non_negative_int, default=setting_default("LLAMA_CTX_SIZE", None))
     g.add_argument("--threads", "-t", type=positive_int, default=setting_default("LLAMA_THREADS", None))
@@ -52,9 +75,31 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n-gpu-layers", "-ngl", type=non_negative_int)
     g.add_argument("--no-gpu", action="store_true", help="force CPU inference (-ngl 0)")
     g.add_argument("--flash-attn", "-fa", choices=["on", "off", "auto"])
+    g.add_argument("--threads-batch", "-tb", type=positive_int, help="threads for prompt processing")
+    g.add_argument(
+        "--cache-type-k", "-ctk", type=cache_type, metavar="TYPE", help="K cache type: f16 (default), q8_0, ..."
+    )
+    g.add_argument(
+        "--cache-type-v", "-ctv", type=cache_type, metavar="TYPE", help="V cache type: f16 (default), q8_0, ..."
+    )
+    jinja = g.add_mutually_exclusive_group()
+    jinja.add_argument("--jinja", dest="jinja", action="store_const", const=True, help="use the model's Jinja template")
+    jinja.add_argument("--no-jinja", dest="jinja", action="store_const", const=False, help="do not use Jinja")
+    g.add_argument("--chat-template-kwargs", type=json_object, metavar="JSON", help="extra chat template parameters")
+    g.add_argument("--fit", choices=["on", "off"], help="let llama-server fit unset -c/-ngl to free memory itself")
+    g.add_argument(
+        "--metrics-url",
+        type=url_type,
+        metavar="URL",
+        help="read /metrics and /slots from this URL instead of the server",
+    )
     g.add_argument(
         "--allow-multi-server", action="store_true", help="start even if another llama-server is already running"
     )
+    if fit_check:
+        g.add_argument(
+            "--skip-vram-check", action="store_true", help="start even when the memory estimate says it does not fit"
+        )
     g.add_argument(
         "--startup-timeout",
         type=positive_float,
@@ -77,10 +122,15 @@ def config_from_args(
     from .locate import resolve_binary, resolve_model
 
     extra = list(extra or [])
+    router = getattr(args, "models_dir", None)
     model_in_extra = any(a in MODEL_FLAGS for a in extra)
     return ServerConfig(
         binary=resolve_binary(args.llama_server),
-        model=resolve_model(args.model, required=model_required and not model_in_extra),
+        model=resolve_model(
+            args.model,
+            required=model_required and not model_in_extra and not router,
+            model_dirs=getattr(args, "model_dir", None) or [],
+        ),
         host=args.host,
         port=args.port,
         ctx_size=args.ctx_size,
@@ -92,5 +142,26 @@ def config_from_args(
         no_gpu=args.no_gpu,
         flash_attn=args.flash_attn,
         api_key=args.api_key or None,
+        threads_batch=getattr(args, "threads_batch", None),
+        cache_type_k=getattr(args, "cache_type_k", None),
+        cache_type_v=getattr(args, "cache_type_v", None),
+        model_alias=getattr(args, "model_alias", None),
+        jinja=getattr(args, "jinja", None),
+        chat_template_kwargs=getattr(args, "chat_template_kwargs", None),
+        fit=getattr(args, "fit", None),
+        models_dir=_models_dir(router),
         extra_args=extra,
     )
+
+
+def _models_dir(text: Optional[str]) -> Optional[str]:
+    if not text:
+        return None
+    import os
+
+    from ..utils import UserError
+
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isdir(path):
+        raise UserError(f"--models-dir {text}: not a directory")
+    return path

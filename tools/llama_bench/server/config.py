@@ -24,6 +24,14 @@ class ServerConfig:
     no_gpu: bool = False
     flash_attn: Optional[str] = None
     api_key: Optional[str] = None
+    threads_batch: Optional[int] = None
+    cache_type_k: Optional[str] = None  # f16 (llama-server's default), q8_0, q4_0, ...
+    cache_type_v: Optional[str] = None
+    model_alias: Optional[str] = None  # the name clients see (--alias)
+    jinja: Optional[bool] = None  # None: llama-server's default
+    chat_template_kwargs: Optional[str] = None  # a JSON object
+    fit: Optional[str] = None  # llama-server's own --fit on|off
+    models_dir: Optional[str] = None  # router mode: several models, loaded on demand
     extra_args: List[str] = field(default_factory=list)
 
     @property
@@ -48,17 +56,27 @@ def build_command(cfg: ServerConfig) -> List[str]:
     cmd = [cfg.binary, "--host", cfg.host, "--port", str(cfg.port), "--metrics"]
     if cfg.model:
         cmd += ["-m", cfg.model]
+    if cfg.models_dir:
+        cmd += ["--models-dir", cfg.models_dir]
     options = [
         ("-c", cfg.ctx_size),
         ("-t", cfg.threads),
+        ("-tb", cfg.threads_batch),
         ("-np", cfg.parallel),
         ("-b", cfg.batch_size),
         ("-ub", cfg.ubatch_size),
         ("-ngl", 0 if cfg.no_gpu else cfg.n_gpu_layers),
         ("-fa", cfg.flash_attn),
+        ("-ctk", cfg.cache_type_k),
+        ("-ctv", cfg.cache_type_v),
+        ("--alias", cfg.model_alias),
+        ("--chat-template-kwargs", cfg.chat_template_kwargs),
+        ("--fit", cfg.fit),
         ("--api-key", cfg.api_key),
     ]
     for flag, value in options:
         if value is not None:
             cmd += [flag, str(value)]
+    if cfg.jinja is not None:
+        cmd.append("--jinja" if cfg.jinja else "--no-jinja")
     return cmd + list(cfg.extra_args)

@@ -13,6 +13,7 @@ from ..utils import ExitStatus, UserError
 from .config import ServerConfig
 from .managed import ManagedServer
 from .ports import free_port
+from .preflight import preflight
 
 
 def _completion(client: HttpClient, n_predict: int) -> Dict[str, Any]:
@@ -26,9 +27,10 @@ def _completion(client: HttpClient, n_predict: int) -> Dict[str, Any]:
     return data
 
 
-def run_doctor(cfg: ServerConfig, startup_timeout: float) -> int:
+def run_doctor(cfg: ServerConfig, startup_timeout: float, skip_vram_check: bool = False) -> int:
     # A check must not collide with the user's own server: it runs on a free port of its own.
     cfg = replace(cfg, port=free_port(), ctx_size=cfg.ctx_size or 2048)
+    checked = preflight(cfg, skip_fit_check=skip_vram_check)
     rows: List[Tuple[str, str]] = []
 
     def ok(name: str, value: str) -> None:
@@ -39,6 +41,12 @@ def run_doctor(cfg: ServerConfig, startup_timeout: float) -> int:
     if info.get("version") is None:
         raise UserError(f"{cfg.binary} --version failed: {info.get('error') or 'no version line'}", ExitStatus.FAILED)
     ok("llama-server", f"{cfg.binary} (version {info['version']})")
+    if checked.info is not None:
+        ok("model header", checked.info.short())
+    if checked.estimate is not None:
+        ok("memory fits", checked.estimate.describe())
+    for warning in checked.warnings:
+        print(f"  warn {warning}", flush=True)
     server = ManagedServer(cfg, allow_multi_server=True)
     gen_tps: Optional[float] = None
     prompt_tps: Optional[float] = None
@@ -70,6 +78,7 @@ def run_doctor(cfg: ServerConfig, startup_timeout: float) -> int:
         ("backend", build_backend(cfg.binary) or ("cpu" if cfg.no_gpu else "as built")),
         ("server", cfg.binary),
         ("model", f"{cfg.model} ({model_size:.0f} MB)"),
+        ("model header", checked.info.short() if checked.info else "-"),
         ("CPU", f"{cpu_model()} ({os.cpu_count()} logical cores)"),
         ("threads", str(cfg.threads) if cfg.threads else "llama.cpp default"),
         ("gen tok/s", f"{gen_tps:.1f}" if isinstance(gen_tps, (int, float)) else "-"),

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..settings import BUILT_SERVER, setting
 from ..utils import UserError
 
 SETUP_CMD = "./scripts/setup.sh --yes"
-GGUF_MAGIC = b"GGUF"
 
 
 def resolve_binary(explicit: Optional[str] = None) -> str:
@@ -43,24 +41,27 @@ def _check_executable(path: str, origin: str) -> str:
     return str(Path(resolved).absolute())
 
 
-def resolve_model(explicit: Optional[str], required: bool = True) -> Optional[str]:
-    """--model, else LLAMA_MODEL; the file must exist and be readable. Non-GGUF content only warns."""
+def resolve_model(explicit: Optional[str], required: bool = True, model_dirs: Sequence[str] = ()) -> Optional[str]:
+    """--model, else LLAMA_MODEL: an existing file, or a unique name (or part of one) of a model in the
+    model folders (models/catalog.py). The file must be a readable GGUF (models/gguf.py checks the
+    header): a file that is not, truncated or of an unknown version is one line before any start."""
     model = explicit or setting("LLAMA_MODEL")
+    origin = "--model" if explicit else "LLAMA_MODEL"
     if not model:
         if required:
             raise UserError(f"no model given: pass --model FILE.gguf or set LLAMA_MODEL (run {SETUP_CMD})")
         return None
     path = Path(model).expanduser()
+    if not path.exists() and os.sep not in model and not model.startswith("~"):
+        from ..models.catalog import model_dirs as folders
+        from ..models.catalog import resolve_model_name
+
+        path = Path(resolve_model_name(model, folders(model_dirs)))
     if not path.is_file():
-        raise UserError(f"model file not found: {path} (pass --model FILE.gguf, or run {SETUP_CMD})")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(4)
-    except OSError as exc:
-        raise UserError(f"model file {path} is not readable: {exc.strerror}") from exc
-    if head != GGUF_MAGIC:
-        print(
-            f"warning: {path} does not look like a GGUF model (starts with {head!r}, expected {GGUF_MAGIC!r})",
-            file=sys.stderr,
-        )
+        raise UserError(f"model file not found: {path} (from {origin}; pass --model FILE.gguf, or run {SETUP_CMD})")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"model file {path} is not readable (from {origin})")
+    from ..models.gguf import read_model_info
+
+    read_model_info(path)  # GGUFError: one line saying what is wrong with the file
     return str(path.absolute())

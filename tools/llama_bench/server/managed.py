@@ -15,7 +15,7 @@ from typing import IO, Callable, List, Optional
 
 from .. import stopping
 from ..endpoint import Readiness, check_ready
-from ..http import HttpClient
+from ..http import HttpClient, HttpError
 from ..settings import state_subdir
 from ..utils import ExitStatus, UserError
 from . import registry
@@ -184,6 +184,19 @@ class ManagedServer:
                 stopping.wait(0.1)
         finally:
             client.close()
+
+    def props(self) -> object:
+        """/props as JSON (None when it does not answer)."""
+        client = HttpClient(self.base_url, api_key=self.api_key, timeout=3.0)
+        try:
+            return client.get_json("/props")
+        except HttpError:  # informative only
+            return None
+        finally:
+            client.close()
+
+    def log_lines(self, lines: int = 400) -> List[str]:
+        return log_tail(self.log_path, lines) if self.log_path else []
 
     def poll(self) -> Optional[int]:
         return self.proc.poll() if self.proc else None
