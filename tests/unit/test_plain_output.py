@@ -137,3 +137,11 @@ def test_missing_rates_and_sensors_still_format():
 def test_idle_before_any_work_is_just_idle():
     snaps = [snap(0, 0, 0, Rate(None, None), False), snap(1, 0, 0, Rate(0.0, 0.0), True)]
     assert " g_tok 0 (idle) req 0 " in format_block(snaps)[4]
+
+
+def test_router_mode_adds_a_models_line():
+    from tools.llama_bench.monitor.router import ModelState
+
+    s = snap(1, 10, 80, Rate(20.0, 80.0), False, now_tokens=(10, 80))
+    s.models = [ModelState("alpha", "loaded", requests_processing=1.0, slots_busy=1), ModelState("beta", "unloaded")]
+    assert "[models] alpha loaded req 1 slots 1 · beta unloaded" in format_block([s])

@@ -222,6 +222,10 @@ def _slots(snap: Optional[Snapshot], per_slot_rows: bool = True) -> RenderableTy
         req = "-" if snap.requests_processing is None else f"{snap.requests_processing:.0f}"
         deferred = "-" if snap.requests_deferred is None else f"{snap.requests_deferred:.0f}"
         lines.append(Text.assemble("requests ", (req, "bold"), " processing · ", (deferred, "bold"), " deferred"))
+    for m in (snap.models or []) if snap else []:
+        busy = f" · {m.requests_processing:.0f} processing" if m.requests_processing is not None else ""
+        style = "green" if m.status == "loaded" else "dim"
+        lines.append(Text.assemble("model ", (m.name, "bold"), " ", (m.status, style), busy))
     slots = snap.slots if snap else None
     if slots is None or slots.total == 0:
         lines.append(Text("slots: no data (/slots disabled or unavailable)", style="dim"))

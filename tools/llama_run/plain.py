@@ -71,6 +71,19 @@ def tok_line(label: str, rate: Optional[Rate], stats: Optional[WindowStats], sna
     return line
 
 
+def models_line(snap: Snapshot) -> str:
+    """Router mode: `[models] alpha loaded req 1 slots 1 · beta unloaded`."""
+    parts = []
+    for m in snap.models or []:
+        text = f"{m.name} {m.status}"
+        if m.requests_processing is not None:
+            text += f" req {m.requests_processing:.0f}"
+        if m.slots_busy is not None:
+            text += f" slots {m.slots_busy}"
+        parts.append(text)
+    return "[models] " + (" · ".join(parts) if parts else "none")
+
+
 def format_block(snapshots: List[Snapshot]) -> List[str]:
     snap = snapshots[-1]
     lines: List[str] = []
@@ -83,6 +96,8 @@ def format_block(snapshots: List[Snapshot]) -> List[str]:
     by_label = {"now": rates.now, "1m": rates.m1, "15m": rates.m15, "all": rates.all} if rates else {}
     for label, _ in WINDOWS:
         lines.append(tok_line(label, by_label.get(label), stats[label], snap))
+    if snap.models is not None:
+        lines.append(models_line(snap))
     for gpu in snap.gpus:
         lines.append(
             f"[gpu] {gpu.index}: util {_pct(gpu.util_percent)} vram {fmt_bytes(gpu.mem_used_bytes)}/"

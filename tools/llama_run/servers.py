@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 
 def _by(s: ServerProcess) -> str:
+    if s.parent_pid is not None:
+        return f"router {s.parent_pid}"  # a model child of a router (--models-dir)
     if not s.ours:
         return "other"
     return "us (detached)" if s.detached else "us"

@@ -11,12 +11,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..http import HttpClient, HttpError
 from ..power.reading import EnergySummary, GpuStats
 from ..ticker import Ticker
 from .metrics import GEN_COUNTER, MetricsSample, RateSet, RateTracker, parse_metrics
+from .router import ModelState, RouterScraper, is_router
 from .slots import SlotsSummary, summarize_slots
 
 
@@ -47,6 +48,7 @@ class Snapshot:
     energy_text: Optional[str] = None
     energy: Optional[EnergySummary] = None
     error: Optional[str] = None
+    models: Optional[List[ModelState]] = None  # router mode: every model and what it is doing
 
     @property
     def busy(self) -> bool:
@@ -91,6 +93,8 @@ class Monitor:
         self._gen_counter: Optional[float] = None
         self._gen_live = 0.0
         self._energy_meter: Any = None
+        self._router: Optional[RouterScraper] = None
+        self._kind_known = False
         self._init_probes(energy)
 
     def _init_probes(self, energy: bool) -> None:
@@ -111,10 +115,26 @@ class Monitor:
             self._energy_meter.start()
 
     # -- sampling ------------------------------------------------------------------------------
-    def sample(self) -> Snapshot:
-        now = time.monotonic()
+    def _detect_router(self) -> None:
+        """Once: a router (`--models-dir`) answers /metrics per model only, so it is scraped per model."""
+        if self._kind_known:
+            return
+        try:
+            props = self.client.get_json("/props")
+        except HttpError:
+            return  # not answering yet: ask again next time
+        self._kind_known = True
+        if is_router(props):
+            self._router = RouterScraper()
+
+    def _scrape(self) -> Tuple[Dict[str, float], Optional[SlotsSummary], Optional[str], Optional[List[ModelState]]]:
+        if self._router is not None:
+            try:
+                summed, merged, models = self._router.scrape(self.client)
+                return summed, merged, None, models
+            except HttpError as exc:
+                return {}, None, f"server unreachable: {exc}", None
         error: Optional[str] = None
-        rates: Optional[RateSet] = None
         values: Dict[str, float] = {}
         try:
             resp = self.client.get("/metrics")
@@ -131,6 +151,13 @@ class Monitor:
             error = f"bad /metrics text: {exc}"
         # /slots after /metrics: a request that ends in between is then never counted twice.
         slots = self._sample_slots() if error is None or values else None
+        return values, slots, error, None
+
+    def sample(self) -> Snapshot:
+        now = time.monotonic()
+        rates: Optional[RateSet] = None
+        self._detect_router()
+        values, slots, error, models = self._scrape()
         if values:
             rates = self.tracker.update(MetricsSample(t=now, values=self._live_counters(values, slots)))
         snap = Snapshot(
@@ -143,6 +170,7 @@ class Monitor:
             process=self._sample_process(),
             host=self._sample_host(),
             error=error,
+            models=models,
         )
         self._sample_power(snap)
         with self._lock:

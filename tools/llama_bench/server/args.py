@@ -124,13 +124,23 @@ def config_from_args(
     extra = list(extra or [])
     router = getattr(args, "models_dir", None)
     model_in_extra = any(a in MODEL_FLAGS for a in extra)
+    if router and args.model:
+        from ..utils import UserError
+
+        raise UserError("--models-dir (router mode) serves every model in the folder: drop --model")
+    # In router mode the router finds its models: LLAMA_MODEL from .env must not be passed as well.
+    model = (
+        None
+        if router
+        else resolve_model(
+            args.model,
+            required=model_required and not model_in_extra,
+            model_dirs=getattr(args, "model_dir", None) or [],
+        )
+    )
     return ServerConfig(
         binary=resolve_binary(args.llama_server),
-        model=resolve_model(
-            args.model,
-            required=model_required and not model_in_extra and not router,
-            model_dirs=getattr(args, "model_dir", None) or [],
-        ),
+        model=model,
         host=args.host,
         port=args.port,
         ctx_size=args.ctx_size,

@@ -25,6 +25,7 @@ class ServerProcess:
     log_path: Optional[str] = None
     detached: bool = False
     owner_pid: Optional[int] = None  # the llama-run/llama-bench that started it (ours only)
+    parent_pid: Optional[int] = None  # the llama-server it was started by (a router's model child)
 
     @property
     def uptime(self) -> float:
@@ -72,7 +73,8 @@ def find_servers() -> List[ServerProcess]:
     ours: Dict[int, registry.ServerEntry] = {e.pid: e for e in registry.entries()}
     uid = os.getuid() if hasattr(os, "getuid") else None
     found: List[ServerProcess] = []
-    for proc in psutil.process_iter(["pid", "name", "exe", "cmdline", "uids", "create_time", "status"]):
+    parents: Dict[int, Optional[int]] = {}
+    for proc in psutil.process_iter(["pid", "name", "exe", "cmdline", "uids", "create_time", "status", "ppid"]):
         info = proc.info
         if info.get("status") == psutil.STATUS_ZOMBIE:
             continue  # already exited; only its parent's missing wait() keeps it listed
@@ -82,6 +84,7 @@ def find_servers() -> List[ServerProcess]:
             continue
         if entry is None and uid is not None and info.get("uids") is not None and info["uids"].real != uid:
             continue  # never another user's server
+        parents[info["pid"]] = info.get("ppid")
         port_text = _flag_value(cmdline, "--port")
         port = _listening_port(proc) or (int(port_text) if port_text and port_text.isdigit() else None)
         if port is None and entry is None:
@@ -99,6 +102,11 @@ def find_servers() -> List[ServerProcess]:
                 owner_pid=entry.owner_pid if entry else None,
             )
         )
+    pids = {s.pid for s in found}
+    for server in found:
+        ppid = parents.get(server.pid)
+        if ppid in pids:
+            server.parent_pid = ppid  # stopping the router stops it too
     return sorted(found, key=lambda p: p.pid)
 
 
