@@ -154,10 +154,22 @@ def test_the_model_flags_reach_the_server(model_file: Path) -> None:
 @pytest.mark.parametrize(
     "flags, needle",
     [(["--cache-type-k", "q9_9"], "invalid cache type 'q9_9'"), (["--chat-template-kwargs", "[1]"], "JSON object"),
-     (["--metrics-url", "localhost:1"], "http(s) URL"), (["--models-dir", "/nonexistent/dir"], "not a directory")],
+     (["--metrics-url", "localhost:1"], "http(s) URL")],
 )  # fmt: skip
 def test_bad_model_flag_values_are_one_line(model_file: Path, flags: List[str], needle: str) -> None:
     res = run_cli(LLAMA_RUN, *run_args(model_file, *flags))
+    assert res.returncode == 2
+    [line] = res.stderr.strip().splitlines()
+    assert needle in line
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [(["--models-dir", "/nonexistent/dir"], "not a directory"),
+     (["--models-dir", "/tmp", "--model", "x.gguf"], "drop --model")],
+)  # fmt: skip
+def test_router_mode_flags_are_checked(flags: List[str], needle: str) -> None:
+    res = run_cli(LLAMA_RUN, "run", "--llama-server", str(FAKE_SERVER), *flags)
     assert res.returncode == 2
     [line] = res.stderr.strip().splitlines()
     assert needle in line
