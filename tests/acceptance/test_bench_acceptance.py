@@ -155,7 +155,7 @@ def test_benchmark_writes_versioned_json_csv_and_jsonl(fake_port: int, tmp_path:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Summary" in res.stdout
     result = json.loads(out.read_text(encoding="utf-8"))
-    assert result["schema"] == "llama-studio.benchmark/2" and result["status"] == "complete"
+    assert result["schema"] == "llama-studio.benchmark/3" and result["status"] == "complete"
     assert result["api"] == "completion" and result["params"]["seed"] == 7
     env = result["environment"]
     assert env["tool"]["name"] == "llama-bench" and env["tool"]["version"]
@@ -486,3 +486,100 @@ def test_a_hung_server_fails_requests_after_the_timeout(tmp_path: Path) -> None:
     assert all("timed out" in r["error"] for r in lines[1:])
     assert all(r["output_tokens"] == 8 for r in lines[1:])  # half of the tokens came before the stall
     assert elapsed < 60
+
+
+# -- SLO, workloads, datasets, repeats, server series ---------------------------------------------------
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def measured(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [r for r in result["requests"] if not r["warmup"]]
+
+
+def test_shared_prefix_requests_hit_the_prompt_cache(fake_port: int, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = benchmark(
+        fake_port, tmp_path, "--workload", "shared-prefix", "--prefix-tokens", "200", "--groups", "2",
+        "--prompt-sizes", "300", "--max-output-tokens", "4", "--num-requests", "8", "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["request_example"]["cache_prompt"] is True and result["workload"]["kind"] == "shared-prefix"
+    [cell] = result["cells"]
+    # One request at a time, two groups on two slots: each group's first request fills a slot, the rest hit it.
+    cache = cell["cache"]
+    assert (cache["requests"], cache["hit_requests"]) == (8, 6), cache
+    hits = [r for r in measured(result) if r["cache_n"]]
+    assert len(hits) == 6 and all(r["cache_n"] >= 200 for r in hits)
+    assert all(r["prompt_tokens_reported"] == 300 for r in measured(result))
+    assert cell["server_metrics"]["prompt_tokens_cached"] == sum(r["cache_n"] for r in hits)
+    # 300 tokens of prefill vs about 100: cached requests answer sooner.
+    assert cache["ttft_cached_ms"]["p50"] < cache["ttft_uncached_ms"]["p50"]
+    assert not any("prefill speed is overstated" in w for w in cell["warnings"])  # the cache is the point here
+    assert "prompt cache: 6/8 requests hit" in res.stdout
+
+
+def test_multi_turn_sends_each_turn_after_the_previous_answer(fake_port: int, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = benchmark(
+        fake_port, tmp_path, "--workload", "multi-turn", "--turns", "3", "--prompt-sizes", "100",
+        "--max-output-tokens", "8", "--concurrency", "2", "--num-requests", "6", "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    recs = measured(result)
+    assert len(recs) == 6 and {(r["session"], r["turn"]) for r in recs} == {(s, t) for s in (0, 1) for t in (0, 1, 2)}
+    by_turn = {(r["session"], r["turn"]): r for r in recs}
+    for (session, turn), rec in by_turn.items():
+        assert rec["ok"] and rec["prompt_tokens_reported"] == rec["prompt_tokens_requested"] == 100 + turn * 108
+        if turn:
+            before = by_turn[(session, turn - 1)]
+            assert rec["t_s"] >= before["t_s"] + before["e2e_ms"] / 1000.0  # sent after the answer was in
+            # The server kept the previous prompt and its answer (all but the last token) in the slot.
+            assert rec["cache_n"] == before["prompt_tokens_requested"] + 8 - 1
+    assert result["cells"][0]["cache"]["hit_requests"] == 4
+
+
+def test_a_dataset_is_replayed_with_exact_lengths(fake_port: int, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = benchmark(
+        fake_port, tmp_path, "--dataset", str(DATA / "sharegpt_sample.json"), "--concurrency", "2",
+        "--max-output-tokens", "64", "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    [cell] = result["cells"]
+    assert cell["label"] == "dataset-c2" and cell["workload"] == "dataset" and cell["requests"]["ok"] == 12
+    recs = measured(result)
+    assert len({r["prompt_tokens_requested"] for r in recs}) > 3  # the file's own lengths, not one size
+    for rec in recs:
+        assert rec["prompt_tokens_reported"] == rec["prompt_tokens_requested"]
+        assert rec["output_tokens"] == rec["max_tokens"]  # the recorded answer's length, generated in full
+    assert any("2 conversation(s)" in n for n in result["notes"])
+
+
+def test_a_bad_dataset_is_one_line_naming_the_file_and_the_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt_tokens": 10}\n{"prompt_tokens": -3}\n', encoding="utf-8")
+    res = run_cli(LLAMA_BENCH, "benchmark", "--dataset", str(bad), "--endpoint", "http://127.0.0.1:9")
+    assert res.returncode == 2
+    line = one_error_line(res)
+    assert str(bad) in line and "line 2" in line and "prompt_tokens" in line
+
+
+def test_slots_are_sampled_beside_metrics_on_the_clock_of_the_requests(fake_port: int, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = benchmark(
+        fake_port, tmp_path, "--prompt-sizes", "100", "--max-output-tokens", "40", "--concurrency", "2",
+        "--num-requests", "6", "--metrics-interval", "0.1", "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    series = [s for s in result["slots_series"] if s["cell"] == "p100-c2"]
+    assert len(series) >= 3 and all(s["total"] == 2 and 0 <= s["busy"] <= 2 for s in series)
+    recs = measured(result)
+    start, end = min(r["t_s"] for r in recs), max(r["t_s"] + r["e2e_ms"] / 1000.0 for r in recs)
+    during = [s for s in series if start < s["t"] < end]
+    assert during and max(s["busy"] for s in during) >= 1  # taken while requests were in flight
+    assert all(start - 1.0 <= s["t"] <= end + 1.0 for s in series)
+    assert result["cells"][0]["server_metrics"]["slots_busy_max"] >= 1

@@ -122,3 +122,50 @@ def test_bench_starts_a_real_server_and_stops_it(tmp_path, real_server, real_mod
     assert not is_healthy(port)
     lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sum(1 for r in lines if not r["warmup"] and r["ok"]) == 6
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_prompt_cache_workloads_are_counted_from_the_real_server(tmp_path, real_server, real_model, real_threads):
+    port = free_port()
+    args = ("-m", str(real_model), "-t", real_threads, "-c", "4096", "-np", "1", "--metrics")
+    with running_server(port, *args, binary=real_server, ready_timeout=120):
+        endpoint = f"http://127.0.0.1:{port}"
+        shared = bench_json(tmp_path, endpoint, "--workload", "shared-prefix", "--prefix-tokens", "200",
+                            "--prompt-sizes", "300", "--max-output-tokens", "8", "--num-requests", "4")  # fmt: skip
+        turns = bench_json(tmp_path, endpoint, "--workload", "multi-turn", "--turns", "3", "--prompt-sizes", "64",
+                           "--max-output-tokens", "8", "--num-requests", "3")  # fmt: skip
+    # One slot: after the first request every one finds the group's 200 tokens in the cache.
+    recs = [r for r in shared["requests"] if not r["warmup"]]
+    assert all(r["ok"] and r["prompt_tokens_reported"] == 300 for r in recs)
+    assert all(r["cache_n"] >= 200 for r in recs[1:]), [r["cache_n"] for r in recs]
+    cell = shared["cells"][0]
+    assert cell["cache"]["hit_requests"] >= 3 and cell["server_metrics"]["prompt_tokens_cached"] >= 600
+    # Each turn's prompt is the previous one and its answer: the server has it all but the new message.
+    recs = sorted((r for r in turns["requests"] if not r["warmup"]), key=lambda r: r["turn"])
+    assert [r["turn"] for r in recs] == [0, 1, 2] and all(r["ok"] for r in recs)
+    for before, rec in zip(recs, recs[1:]):
+        assert (
+            rec["prompt_tokens_reported"]
+            == rec["prompt_tokens_requested"]
+            == before["prompt_tokens_requested"] + 8 + 64
+        )
+        assert rec["cache_n"] >= before["prompt_tokens_requested"]
+
+
+@pytest.mark.parametrize("api", ["completion", "openai-chat"])
+def test_a_dataset_replays_with_lengths_exact_in_the_servers_tokens(
+    tmp_path, real_server, real_model, real_threads, api
+):
+    port = free_port()
+    args = ("-m", str(real_model), "-t", real_threads, "-c", "4096", "--metrics")
+    with running_server(port, *args, binary=real_server, ready_timeout=120):
+        dataset = str(DATA / "sharegpt_sample.json")
+        result = bench_json(tmp_path, f"http://127.0.0.1:{port}", "--api", api, "--dataset", dataset, "--concurrency",
+                            "2", "--num-requests", "4")  # fmt: skip
+    recs = [r for r in result["requests"] if not r["warmup"]]
+    assert len(recs) == 4
+    for rec in recs:
+        assert rec["ok"] and rec["prompt_tokens_reported"] == rec["prompt_tokens_requested"], rec
+        assert rec["output_tokens"] == rec["max_tokens"] and rec["cache_n"] == 0

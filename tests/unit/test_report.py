@@ -213,3 +213,37 @@ def test_plot_writes_a_png_when_matplotlib_is_installed(tmp_path: Path) -> None:
     out = tmp_path / "p.png"
     plot_result(result(cell(100, 1, 50.0, 20.0), cell(1000, 1, 40.0, 200.0)), OutputPath("--out", out))
     assert out.stat().st_size > 1000
+
+
+def test_schema_2_results_are_read_with_rounds_and_no_repeats(tmp_path: Path) -> None:
+    # Schema 2's params.repeats meant rounds of `concurrency` requests; every cell ran once.
+    old = {
+        "schema": "llama-studio.benchmark/2",
+        "params": {"repeats": 3, "num_requests": None},
+        "cells": [{"prompt_size": 100, "concurrency": 1, "status": "done"}],
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    data = load_result(str(path))
+    assert data["schema"] == SCHEMA == "llama-studio.benchmark/3"
+    assert data["params"]["rounds"] == 3 and data["params"]["repeats"] == 1
+    assert data["cells"][0]["repeat_count"] == 1 and data["cells"][0]["workload"] == "unique"
+    assert data["slots_series"] == [] and data["repeats"] == 1
+
+
+def test_csv_and_summary_carry_slo_cache_and_batching_figures() -> None:
+    from rich.console import Console
+
+    c = cell(100, 1, 50.0, 20.0)
+    c["slo"] = {"met": True, "good": 3, "requests": 3, "good_share": 1.0, "goodput_rps": 1.0, "goodput_gen_tps": 9.0,
+                "terms": [{"term": "ttft_p90", "value_ms": 20.0, "bound_ms": 100.0, "met": True}]}  # fmt: skip
+    c["cache"] = {"requests": 3, "hit_requests": 2, "hit_share": 0.667, "token_share": 0.5,
+                  "ttft_cached_ms": {"p50": 5.0}, "ttft_uncached_ms": {"p50": 20.0}}  # fmt: skip
+    c["batching"] = {"events": 30, "batched": 3, "share": 0.1}
+    [row] = csv_rows(result(c))
+    assert row["goodput_rps"] == 1.0 and row["slo_good_share"] == 1.0 and row["batched_share"] == 0.1
+    assert row["ttft_cached_p50_ms"] == 5.0 and row["ttft_uncached_p50_ms"] == 20.0 and row["cache_hit_share"] == 0.667
+    out = io.StringIO()
+    Console(file=out, width=300).print(summary_table([c]))
+    text = out.getvalue()
+    assert "goodput req/s" in text and "cache hits" in text and "TTFT cached p50" in text

@@ -7,9 +7,10 @@ import sys
 from typing import List, Optional
 
 from .argtypes import api_key_type, positive_float
-from .bench import args as bench_args
+from .bench import args as bench_args, capacity_args, report_args
 from .entry import ArgumentParser, main as run_main
 from .settings import DEFAULT_INTERVAL
+from .tune import args as tune_args
 from .version import __version__
 
 PROG = "llama-bench"
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     bench_args.register(sub)
+    capacity_args.register(sub)
+    report_args.register(sub)
+    tune_args.register(sub)
 
     mon = sub.add_parser("monitor", help="sample a running server's /metrics, /slots and host stats")
     mon.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:11433")

@@ -64,6 +64,8 @@ class StreamParser:
         self.last_byte = start
         self.gaps: List[float] = []
         self.chunks = 0
+        self.batched = 0
+        self.capture = spec.capture
         self.counted = 0
         self.usage: Optional[Dict[str, Any]] = None
         self.timings: Optional[Dict[str, Any]] = None
@@ -113,6 +115,8 @@ class StreamParser:
         # A token whose text is held back (incomplete UTF-8) still has its id in `tokens`.
         if n or text:
             self._content(t, n or 1, reasoning=False)
+            if self.capture is not None:
+                self._keep(tokens if n else None, text)
         if obj.get("stop") is True:
             self.final = obj
             self.done = True
@@ -131,8 +135,12 @@ class StreamParser:
                     self._content(t, 1, reasoning=True)
                 elif content or delta.get("tool_calls"):
                     self._content(t, 1, reasoning=False)
+                if self.capture is not None and content:
+                    self._keep(None, content)
             elif choice.get("text"):
                 self._content(t, 1, reasoning=False)
+                if self.capture is not None:
+                    self._keep(None, choice.get("text"))
             if _str(choice.get("finish_reason")):
                 self.finish_reason = choice["finish_reason"]
         if _dict(obj.get("usage")):
@@ -140,10 +148,19 @@ class StreamParser:
         if _dict(obj.get("timings")):
             self.timings = obj["timings"]
 
+    def _keep(self, tokens: Optional[List[Any]], text: Any) -> None:
+        assert self.capture is not None
+        if tokens:
+            self.capture.token_ids.extend(i for i in tokens if isinstance(i, int) and not isinstance(i, bool))
+        if isinstance(text, str) and text:
+            self.capture.text.append(text)
+
     def _content(self, t: float, tokens: int, reasoning: bool) -> None:
         if self.first is None:
             self.first = t
         elif self.last_chunk is not None:
+            if t == self.last_chunk:  # the same socket read: this gap is 0 by construction
+                self.batched += 1
             self.gaps.append(t - self.last_chunk)
         if reasoning:
             if self.first_reasoning is None:
@@ -179,6 +196,10 @@ class StreamParser:
             queue_ms=None if spec.scheduled is None else max(0.0, (self.start - spec.scheduled) * 1000.0),
             prompt_verified=spec.prompt_verified,
             content_chunks=self.chunks,
+            batched_chunks=self.batched,
+            repeat=spec.repeat,
+            session=spec.session,
+            turn=spec.turn,
             counted_tokens=self.counted,
             finish_reason=self.finish_reason,
         )

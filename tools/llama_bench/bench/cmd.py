@@ -1,5 +1,6 @@
 """`llama-bench benchmark`, `bench`, `compare` and `plot`: the commands around run_benchmark — server
-reuse or start, the console, and writing what was measured (also after Ctrl-C or a dead server)."""
+reuse or start, the console, and writing what was measured (also after Ctrl-C or a dead server).
+`capacity` (and `bench --capacity`) is capacity_cmd.capacity, a Command like `benchmark`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import stdio, stopping
 from ..endpoint import Readiness, check_ready
@@ -30,6 +31,10 @@ class OutputOptions:
     quiet: bool = False
 
 
+# What `bench` runs on the server it reuses or starts: (params, outputs, started, alive) -> exit status.
+Command = Callable[..., int]
+
+
 def default_jsonl() -> OutputPath:
     folder = state_subdir("bench")
     path = output_path(str(folder / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"), "--jsonl")
@@ -45,7 +50,6 @@ def benchmark(
 ) -> int:
     """Benchmark the running server at params.endpoint; print the summary and write the files."""
     from .output.console import LiveReporter, make_console, summary_notes, summary_table
-    from .output.results import write_csv, write_json
 
     jsonl_path = out.jsonl or default_jsonl()
     reporter = LiveReporter(quiet=out.quiet)
@@ -57,7 +61,16 @@ def benchmark(
     console.print(summary_table(result.document["cells"]))
     for line in summary_notes(result.document["cells"]):
         console.print(f"  {line}")
-    # Each file on its own: one that cannot be written (a full disk) never costs the others.
+    failures = write_outputs(result, out, jsonl_path)
+    code = exit_status(result)
+    return ExitStatus.OUTPUT_ERROR if failures and code == ExitStatus.OK else code
+
+
+def write_outputs(result: BenchResult, out: OutputOptions, jsonl_path: OutputPath) -> List[str]:
+    """Write --json-out and --csv, each on its own: one that cannot be written (a full disk) never
+    costs the others; the failures are reported (one line each) and returned."""
+    from .output.results import write_csv, write_json
+
     failures = [result.jsonl_failed] if result.jsonl_failed else []
     for target, writer, label in ((out.json_out, write_json, "results"), (out.csv, write_csv, "csv")):
         if target is None:
@@ -69,11 +82,10 @@ def benchmark(
             failures.append(str(exc))
     stdio.final(f"per-request records: {jsonl_path}")
     report_failures("llama-bench", failures)
-    code = exit_status(result)
-    return ExitStatus.OUTPUT_ERROR if failures and code == ExitStatus.OK else code
+    return failures
 
 
-def exit_status(result: BenchResult) -> int:
+def exit_status(result: BenchResult, failed_requests_fail: bool = True) -> int:
     from .output.console import make_console
 
     err = make_console(stderr=True)
@@ -86,7 +98,7 @@ def exit_status(result: BenchResult) -> int:
         return ExitStatus.FAILED
     if not result.measured:
         raise UserError("no prompt size fits the server's context; nothing was measured (see the table above)")
-    if result.failed_requests:
+    if result.failed_requests and failed_requests_fail:
         err.print(
             f"llama-bench: error: {result.failed_requests} request(s) failed (see the warnings above and the JSONL "
             "records)"
@@ -103,16 +115,18 @@ def bench(
     make_config: Callable[[], ServerConfig],
     launch: LaunchOptions,
     skip_vram_check: bool = False,
+    command: Optional[Command] = None,
 ) -> int:
     """Reuse the server on host:port (params.endpoint), or start one from `make_config()` (called only
-    then: reusing needs no model) and stop it afterwards."""
+    then: reusing needs no model) and stop it afterwards; `command` (default: benchmark) runs on it."""
+    run = command or benchmark
     from ..server.managed import ManagedServer
     from ..server.ports import port_in_use
 
     if port_in_use(host, port):
         _wait_existing(params.endpoint, params.api_key, launch.startup_timeout)
         print(f"Reusing existing llama-server at {params.endpoint.split('://', 1)[-1]}", flush=True)
-        return benchmark(params, out)
+        return run(params, out)
     cfg = make_config()
     if not skip_vram_check:
         _fit_check(cfg)
@@ -126,7 +140,7 @@ def bench(
         from ..sysinfo import server_version
 
         started.update({"binary_" + k: v for k, v in server_version(cfg.binary).items()})
-        return benchmark(params, out, started=started, alive=lambda: server.poll() is None)
+        return run(params, out, started=started, alive=lambda: server.poll() is None)
     finally:
         code = server.stop()
         if code is not None:
@@ -201,6 +215,9 @@ def compare(path_a: str, path_b: str) -> int:
     if not table.row_count:
         raise UserError("the two results have no cell (prompt size x concurrency) in common")
     console.print(table)
+    from .significance import METHOD_NOTE
+
+    console.print(METHOD_NOTE)
     return ExitStatus.OK
 
 

@@ -12,7 +12,9 @@ from .workload import PromptFactory, ServerTokenizer
 
 
 def build_body(api: Api, params: BenchParams, info: ServerInfo, prompt: Any, seed: int) -> Dict[str, Any]:
-    """The request body; llama.cpp gets cache_prompt=false and ignore_eos so prefill and output are real."""
+    """The request body; llama.cpp gets ignore_eos so the output is as long as asked, and cache_prompt=false
+    so prefill is real — except for the workloads that measure the prompt cache (shared-prefix, multi-turn).
+    For chat, `prompt` is the user message's text or the whole message list."""
     body: Dict[str, Any] = {"stream": True, "temperature": params.temperature, "seed": seed}
     if api is Api.COMPLETION:
         body.update(prompt=prompt, n_predict=params.max_output_tokens)
@@ -22,11 +24,11 @@ def build_body(api: Api, params: BenchParams, info: ServerInfo, prompt: Any, see
         if model:
             body["model"] = model
         if api is Api.OPENAI_CHAT:
-            body["messages"] = [{"role": "user", "content": prompt}]
+            body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         else:
             body["prompt"] = prompt
     if info.is_llamacpp:
-        body.update(cache_prompt=False, ignore_eos=True)
+        body.update(cache_prompt=params.workload.cache_prompt, ignore_eos=True)
     body.update(params.extra_body)
     return body
 

@@ -26,6 +26,18 @@ API_PATHS = {
 }
 INTERRUPTED = "interrupted before completion"
 SERVER_DIED = "aborted: the server stopped responding"
+STEP_STOPPED = "cancelled: the step stopped early"  # a capacity step that could no longer pass
+SESSION_BROKEN = "not sent: an earlier turn of this conversation failed"
+# Requests the server was never asked to finish: they count neither as ok nor as failed.
+CANCELLED_ERRORS = frozenset({INTERRUPTED, STEP_STOPPED})
+
+
+@dataclass
+class Capture:
+    """What a response generated, kept for the next turn of a conversation (multi-turn workload)."""
+
+    token_ids: List[int] = field(default_factory=list)
+    text: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +53,10 @@ class RequestSpec:
     warmup: bool = False
     scheduled: Optional[float] = None
     prompt_verified: bool = True  # False when the prompt length could not be checked with /tokenize
+    repeat: int = 0
+    session: Optional[int] = None  # multi-turn: the conversation and the turn in it (0-based)
+    turn: Optional[int] = None
+    capture: Optional[Capture] = None  # set when the next turn needs this response's output
 
 
 @dataclass
@@ -66,6 +82,7 @@ class RequestRecord:
     tpot_ms: Optional[float] = None
     itl_ms: List[float] = field(default_factory=list)
     content_chunks: int = 0
+    batched_chunks: int = 0  # content events that came in the same socket read as the one before
     output_tokens: Optional[int] = None
     output_tokens_source: Optional[str] = None
     counted_tokens: int = 0
@@ -86,6 +103,9 @@ class RequestRecord:
     gen_tps: Optional[float] = None  # client view: (output - 1) / (E2E - TTFT)
     overhead_ms: Optional[float] = None  # E2E minus the server's prompt_ms + predicted_ms
     ttft_overhead_ms: Optional[float] = None  # TTFT minus prompt_ms: queueing, HTTP, first send
+    repeat: int = 0
+    session: Optional[int] = None
+    turn: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

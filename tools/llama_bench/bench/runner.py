@@ -1,5 +1,7 @@
-"""The benchmark engine: warm-up, request scheduling (closed loop or Poisson arrivals), /metrics and
-energy sampling per cell, and crash-safe recording (each record goes to the sink as it finishes)."""
+"""The benchmark engine: warm-up, the cells of a Schedule one after another (each --repeats times),
+request scheduling (closed loop or Poisson arrivals, conversations turn by turn), /metrics, /slots and
+energy sampling, a cell's early stop when its CellWatch says so, and crash-safe recording (each record
+goes to the sink as it finishes)."""
 
 from __future__ import annotations
 
@@ -11,19 +13,15 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from .. import stopping
 from ..http import HttpClient, HttpError
-from .payload import build_body
-from .plan import BenchParams, Cell, CellStatus, Observer, RecordSink, RunState, RunStatus, warmup_shape
+from .cellstats import finish_cell
+from .plan import BenchParams, Cell, CellProgress, Observer, RecordSink, RunState, RunStatus, Schedule
 from .probe import ServerInfo
-from .records import INTERRUPTED, SERVER_DIED, Api, RequestRecord, RequestSpec
+from .records import INTERRUPTED, SERVER_DIED, SESSION_BROKEN, STEP_STOPPED, Api, RequestRecord, RequestSpec
 from .sampler import MetricsSampler
-from .stats import aggregate, warnings_for
-from .workload import PromptFactory
+from .source import SpecSource
+from .builder import RequestBuilder
 
-
-def _delta(a: Optional[Dict[str, float]], b: Optional[Dict[str, float]], key: str) -> Optional[float]:
-    if not a or not b or key not in a or key not in b:
-        return None
-    return b[key] - a[key] if b[key] >= a[key] else b[key]  # a counter reset means the server restarted
+WATCH_INTERVAL_S = 0.25  # how often a cell's watch looks at it
 
 
 class Runner:
@@ -32,8 +30,8 @@ class Runner:
         params: BenchParams,
         info: ServerInfo,
         api: Api,
-        factory: PromptFactory,
-        cells: List[Cell],
+        builder: RequestBuilder,
+        schedule: Schedule,
         sink: RecordSink,
         observer: Observer,
         alive: Optional[Callable[[], bool]] = None,
@@ -41,22 +39,35 @@ class Runner:
         self.params = params
         self.info = info
         self.api = api
-        self.factory = factory
-        self.cells = cells
+        self.builder = builder
+        self.schedule = schedule
         self.sink = sink
         self.obs = observer
         self.process_alive = alive  # when we started the server: is its process still running?
         self.state = RunState()
         self.sampler = MetricsSampler(
-            params.endpoint, params.api_key, params.metrics_interval, info.metrics, params.energy and info.is_local
+            params.endpoint,
+            params.api_key,
+            params.metrics_interval,
+            info.metrics,
+            params.energy and info.is_local,
+            slots=info.is_llamacpp,
         )
         self._inflight: Set["asyncio.Task[RequestRecord]"] = set()
         self._stop = False
-        self._stop_event = asyncio.Event()
+        self.stop_event = asyncio.Event()
+        self._cell_stop = asyncio.Event()  # the running cell's watch stopped it
+        self._cell_reason: Optional[str] = None
+        self._arrivals: Dict[int, float] = {}  # id(spec) -> arrival, for requests not finished yet
+        self._arrived = 0
         self._may_send = asyncio.Event()
         self._may_send.set()
         self._checking: Optional["asyncio.Future[None]"] = None
         self._health = HttpClient(params.endpoint, api_key=params.api_key, timeout=3.0)
+
+    @property
+    def cells(self) -> List[Cell]:
+        return self.schedule.cells
 
     # -- lifecycle ---------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -68,12 +79,25 @@ class Runner:
         except HttpError:
             return False
 
+    def halted(self) -> bool:
+        """No new request may start: the run or the running cell was stopped."""
+        return self._stop or self._cell_stop.is_set()
+
     def request_stop(self, status: RunStatus, reason: str) -> None:
         if self._stop:
             return
         self._stop = True
-        self._stop_event.set()
+        self.stop_event.set()
         self.state.status, self.state.stop_reason = status, reason
+        for task in list(self._inflight):
+            task.cancel()
+
+    def stop_cell(self, reason: str) -> None:
+        """End the running cell now (its watch says it cannot pass): no new requests, in-flight ones cancelled."""
+        if self._cell_stop.is_set() or self._stop:
+            return
+        self._cell_reason = reason
+        self._cell_stop.set()
         for task in list(self._inflight):
             task.cancel()
 
@@ -112,23 +136,21 @@ class Runner:
         if stopping.requested():  # asked to stop while the run was being prepared
             self.request_stop(RunStatus.INTERRUPTED, "interrupted by the user")
         await self.sampler.start()
-        max_conc = max([c.concurrency for c in self.cells] or [1])
         try:
             async with StreamClient(
                 self.params.endpoint,
                 self.params.api_key,
                 timeout=self.params.timeout,
                 deadline=self.params.request_deadline,
-                max_connections=max_conc + 4,
+                max_connections=self.schedule.max_concurrency + 4,
             ) as client:
-                runnable = [c for c in self.cells if c.status is CellStatus.PENDING]
-                self.obs.planned(self.cells, self.params.warmup if runnable else 0)
-                if runnable and self.params.warmup:
-                    await self._warmup(client)
-                for cell in runnable:
-                    if self._stop:
-                        break
+                cell = None if self._stop else self.schedule.next_cell(None)
+                self.obs.planned(self.cells, self.params.warmup if cell else 0)
+                if cell is not None and self.params.warmup:
+                    await self._warmup(client, cell)
+                while cell is not None and not self._stop:
                     await self._run_cell(client, cell)
+                    cell = None if self._stop else self.schedule.next_cell(cell)
         finally:
             for sig in list(previous):
                 self._restore_signal(loop, sig, previous)
@@ -140,35 +162,14 @@ class Runner:
         return self.state
 
     # -- requests ----------------------------------------------------------------------------
-    def _spec(self, size: int, key: str, index: int, cell: str, warmup: bool, max_tokens: int) -> RequestSpec:
-        mode_tokens = self.api is not Api.OPENAI_CHAT
-        prompt = self.factory.make(size, key)
-        payload: Any = prompt.token_ids if (mode_tokens and prompt.token_ids is not None) else prompt.text
-        seed = self.params.seed * 100003 + index
-        body = build_body(self.api, self.params, self.info, payload, seed)
-        if max_tokens != self.params.max_output_tokens:
-            body["n_predict" if self.api is Api.COMPLETION else "max_tokens"] = max_tokens
-        return RequestSpec(
-            index=index,
-            api=self.api,
-            body=body,
-            prompt_tokens=size,
-            max_tokens=max_tokens,
-            cell=cell,
-            warmup=warmup,
-            prompt_verified=prompt.verified,
-        )
-
-    async def _warmup(self, client: Any) -> None:
-        shape = warmup_shape(self.cells, self.params)
-        if shape is None:
-            return
-        size, max_tokens = shape
+    async def _warmup(self, client: Any, first: Cell) -> None:
+        """Requests of the first cell's shape (prefill size, generation length), not measured."""
+        size, max_tokens = first.prompt_size or 64, self.params.max_output_tokens
         loop = asyncio.get_running_loop()
         for i in range(self.params.warmup):
             if self._stop:
                 return
-            spec = await loop.run_in_executor(None, self._spec, size, f"warmup:{i}", i, "warmup", True, max_tokens)
+            spec = await loop.run_in_executor(None, self.builder.warmup, size, max_tokens, i)
             rec = await self._send(client, spec)
             self.state.warmup_records.append(rec)
             self._record(rec, None)
@@ -214,209 +215,193 @@ class Runner:
             self.request_stop(RunStatus.SERVER_DIED, f"the server stopped responding ({rec.error})")
 
     async def _run_cell(self, client: Any, cell: Cell) -> None:
-        # Requests are built lazily, a bounded number ahead of the sends: memory does not grow with
-        # --num-requests, and what is built before the clock starts keeps tokenizer calls out of the timing.
-        source = _SpecSource(self, cell)
-        try:
-            await source.prefilled()
-            if self._stop:
-                return
-            self.sampler.cell = cell.label
-            start_metrics = await self.sampler.scrape_now()
-            self.sampler.energy_start()
-            self.obs.cell_started(cell)
-            if self.params.request_rate:
-                await self._open_loop(client, cell, source)
-            else:
-                workers = min(cell.concurrency, cell.num_requests)
-                await asyncio.gather(*(self._closed_loop_worker(client, cell, source) for _ in range(workers)))
-        finally:
-            source.close()
+        start_metrics: Optional[Dict[str, float]] = None
+        for repeat in range(cell.repeats):
+            source = SpecSource(self, cell, repeat)
+            try:
+                await source.prefilled()
+                if self._stop:
+                    break
+                if repeat == 0:
+                    self.sampler.cell = cell.label
+                    start_metrics = await self.sampler.scrape_now()
+                    self.sampler.energy_start()
+                    self.obs.cell_started(cell)
+                await self._run_repeat(client, cell, source)
+            finally:
+                source.close()
+            if self._cell_stop.is_set():
+                break
+        if self.sampler.cell != cell.label:  # stopped before it started
+            return
         end_metrics = await self.sampler.scrape_now()
-        self._finish_cell(cell, start_metrics, end_metrics)
+        if cell.step is not None and self._cell_reason:
+            cell.step["stopped_early"] = self._cell_reason
+        self._cell_stop.clear()
+        self._cell_reason = None
+        finish_cell(cell, self.params, self.info, self.sampler, self.state.status, start_metrics, end_metrics)
         self.sampler.cell = None
         self.obs.cell_done(cell)
 
-    async def _closed_loop_worker(self, client: Any, cell: Cell, source: "_SpecSource") -> None:
-        """One of `concurrency` workers: the next request starts as soon as this one's ended."""
-        while not self._stop:
+    async def _run_repeat(self, client: Any, cell: Cell, source: SpecSource) -> None:
+        self._arrivals.clear()
+        self._arrived = 0
+        watch = asyncio.ensure_future(self._watch(cell)) if cell.watch is not None else None
+        try:
+            if cell.rate:
+                await self._open_loop(client, cell, source)
+            else:
+                workers = min(cell.concurrency, cell.units)
+                await asyncio.gather(*(self._closed_loop_worker(client, cell, source) for _ in range(workers)))
+        finally:
+            if watch is not None:
+                watch.cancel()
+
+    async def _watch(self, cell: Cell) -> None:
+        """Every WATCH_INTERVAL_S: show the running cell to its watch; a reason stops the cell."""
+        assert cell.watch is not None
+        t0 = time.monotonic()
+        while not self.halted():
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = time.monotonic()
+            progress = CellProgress(
+                elapsed_s=now - t0,
+                planned=cell.num_requests,
+                arrived=self._arrived,
+                finished=cell.records,
+                waiting_s=[now - t for t in self._arrivals.values()],
+                deferred=self.sampler.gauge_now("requests_deferred", cell.label),
+            )
+            reason = cell.watch.check(progress)
+            if reason:
+                self.obs.message(f"{cell.label}: stopping the step early: {reason}")
+                self.stop_cell(reason)
+
+    async def _closed_loop_worker(self, client: Any, cell: Cell, source: SpecSource) -> None:
+        """One of `concurrency` workers: the next request (or conversation) starts as soon as this one's ended."""
+        while not self.halted():
             spec = await source.get()
             if spec is None:
                 return
-            await self._one(client, cell, spec)
+            await self._conversation(client, cell, spec)
 
-    async def _open_loop(self, client: Any, cell: Cell, source: "_SpecSource") -> None:
+    async def _open_loop(self, client: Any, cell: Cell, source: SpecSource) -> None:
         """Poisson arrivals: exponential gaps with mean 1/rate, seeded per cell, the first at t=0; at most
-        `concurrency` in flight (later arrivals wait, and that wait is their client queue time)."""
-        rate = float(self.params.request_rate or 0)
-        rng = random.Random(f"{self.params.seed}:arrivals:{cell.label}")
+        `concurrency` in flight (later arrivals wait, and that wait is their client queue time). For
+        multi-turn the arrivals are conversations; their later turns follow their answers."""
+        rate = float(cell.rate or 0)
+        repeat = f":r{source.repeat}" if source.repeat else ""  # repeat 0 keeps the arrivals of older runs
+        rng = random.Random(f"{self.params.seed}:arrivals:{cell.label}{repeat}")
         sem = asyncio.Semaphore(cell.concurrency)
         tasks: Set["asyncio.Task[None]"] = set()
+        stop = asyncio.ensure_future(self._either_stop())
         t0, offset = time.monotonic(), 0.0
-        for _ in range(cell.num_requests):
-            scheduled = t0 + offset
-            offset += rng.expovariate(rate)
-            delay = scheduled - time.monotonic()
-            if delay > 0:
-                try:  # sleep until the arrival time, but wake up at once when the run stops
-                    await asyncio.wait_for(self._stop_event.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-            if self._stop:
-                break
-            spec = await source.get()
-            if spec is None:
-                break
-            spec.scheduled = scheduled
-            task = asyncio.ensure_future(self._one_limited(sem, client, cell, spec))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*list(tasks))
+        try:
+            for _ in range(cell.units):
+                scheduled = t0 + offset
+                offset += rng.expovariate(rate)
+                delay = scheduled - time.monotonic()
+                if delay > 0:  # sleep until the arrival time, but wake up at once when the run stops
+                    await asyncio.wait([stop], timeout=delay)
+                if self.halted():
+                    break
+                spec = await source.get()
+                if spec is None:
+                    break
+                spec.scheduled = scheduled
+                self._arrive(spec, scheduled)
+                task = asyncio.ensure_future(self._one_limited(sem, client, cell, spec))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*list(tasks))
+        finally:
+            stop.cancel()
+
+    async def _either_stop(self) -> None:
+        run = asyncio.ensure_future(self.stop_event.wait())
+        cell = asyncio.ensure_future(self._cell_stop.wait())
+        try:
+            await asyncio.wait([run, cell], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            run.cancel()
+            cell.cancel()
+
+    def _arrive(self, spec: RequestSpec, at: float) -> None:
+        self._arrivals[id(spec)] = at
+        self._arrived += 1
 
     async def _one_limited(self, sem: asyncio.Semaphore, client: Any, cell: Cell, spec: RequestSpec) -> None:
         async with sem:
-            await self._one(client, cell, spec)
+            await self._conversation(client, cell, spec)
 
-    async def _one(self, client: Any, cell: Cell, spec: RequestSpec) -> None:
+    async def _conversation(self, client: Any, cell: Cell, spec: Optional[RequestSpec]) -> None:
+        """One request, or a conversation turn by turn (each turn built once the previous answer is in)."""
+        loop = asyncio.get_running_loop()
+        while spec is not None:
+            rec = await self._one(client, cell, spec)
+            if rec is None or spec.session is None:
+                return
+            if not rec.ok:
+                if rec.error not in (INTERRUPTED, STEP_STOPPED, SERVER_DIED):
+                    self._broken(cell, spec, rec)
+                return
+            if self.halted():
+                return
+            try:
+                spec = await loop.run_in_executor(None, self.builder.follow_up, spec, rec)
+            except (HttpError, RuntimeError, ValueError) as exc:
+                self.obs.message(f"Cannot build the next turn of {cell.label}: {exc}; stopping the run")
+                self.request_stop(RunStatus.SERVER_DIED, f"cannot build requests: {exc}")
+                return
+            if spec is not None and not cell.rate:
+                self._arrive(spec, time.monotonic())
+
+    def _broken(self, cell: Cell, spec: RequestSpec, rec: RequestRecord) -> None:
+        """The turns a failed turn leaves unsent are failures too: recorded, never silently dropped."""
+        for k in range(1, self.builder.remaining_turns(spec) + 1):
+            lost = RequestRecord(
+                cell=cell.label,
+                index=spec.index + k,
+                api=spec.api,
+                warmup=False,
+                ok=False,
+                error=SESSION_BROKEN,
+                http_status=None,
+                prompt_tokens_requested=0,
+                max_tokens=spec.max_tokens,
+                start_s=rec.start_s + (rec.e2e_ms or 0.0) / 1000.0,
+                repeat=spec.repeat,
+                session=spec.session,
+                turn=(spec.turn or 0) + k,
+            )
+            cell.records.append(lost)
+            self._record(lost, cell)
+
+    async def _one(self, client: Any, cell: Cell, spec: RequestSpec) -> Optional[RequestRecord]:
         await self._may_send.wait()
-        if self._stop:
-            return
+        if self.halted():
+            self._arrivals.pop(id(spec), None)
+            return None
+        if id(spec) not in self._arrivals:
+            self._arrive(spec, time.monotonic())
         rec = await self._send(client, spec)
-        if self._stop and rec.error == INTERRUPTED and self.state.status is RunStatus.SERVER_DIED:
-            rec.error = SERVER_DIED
+        self._arrivals.pop(id(spec), None)
+        if rec.error == INTERRUPTED:
+            if self._stop and self.state.status is RunStatus.SERVER_DIED:
+                rec.error = SERVER_DIED
+            elif not self._stop and self._cell_stop.is_set():
+                rec.error = STEP_STOPPED
         cell.records.append(rec)
         self._record(rec, cell)
-        if not rec.ok and rec.error not in (INTERRUPTED, SERVER_DIED):
+        if not rec.ok and rec.error not in (INTERRUPTED, SERVER_DIED, STEP_STOPPED):
             await self._check_server(rec)
+        return rec
 
     def finish_partial(self) -> None:
         """After an abrupt stop: summarise the cell that was running from the records it has."""
+        from .plan import CellStatus
+
         for cell in self.cells:
             if cell.status is CellStatus.PENDING and cell.records:
-                self._finish_cell(cell, None, None)
-
-    def _finish_cell(self, cell: Cell, m0: Optional[Dict[str, float]], m1: Optional[Dict[str, float]]) -> None:
-        cell.records.sort(key=lambda r: r.index)
-        cell.summary = aggregate(cell.records, planned=cell.num_requests)
-        cell.warnings.extend(warnings_for(cell.summary, self.params.max_output_tokens))
-        if self.state.status is RunStatus.INTERRUPTED:
-            cell.status = CellStatus.INTERRUPTED
-        elif self.state.status is RunStatus.SERVER_DIED:
-            cell.status = CellStatus.ABORTED
-        else:
-            cell.status = CellStatus.DONE
-        samples = self.sampler.cell_samples(cell.label)
-        if m0 is not None or samples:
-
-            def peak(key: str) -> Optional[float]:
-                vals = [s[key] for s in samples if key in s]
-                return max(vals) if vals else None
-
-            cell.server_metrics = {
-                "prompt_tokens": _delta(m0, m1, "prompt_tokens_total"),
-                "gen_tokens": _delta(m0, m1, "tokens_predicted_total"),
-                "requests_deferred_max": peak("requests_deferred"),
-                "requests_processing_max": peak("requests_processing"),
-                "samples": len(samples),
-            }
-            deferred = cell.server_metrics["requests_deferred_max"]
-            if deferred:
-                cell.warnings.append(f"the server deferred up to {deferred:g} request(s) (all slots busy)")
-        cell.energy = self._energy(cell)
-
-    def _energy(self, cell: Cell) -> Dict[str, Any]:
-        from ..power.meter import joules_to_wh, tokens_per_joule
-
-        if not self.params.energy:
-            return {"available": False, "reason": "disabled"}
-        if not self.info.is_local:
-            return {"available": False, "reason": "the server is not on this machine"}
-        summary = self.sampler.energy_read()
-        if summary is None or summary.total_joules is None:
-            reasons = [] if summary is None else [r for r in (summary.cpu_reason, summary.gpu_reason) if r]
-            return {"available": False, "reason": "; ".join(reasons) or "no energy source"}
-        tp = cell.summary.throughput if cell.summary else None
-        gen = tp.gen_tokens if tp else None
-        total = (tp.prompt_tokens if tp else 0) + (gen or 0)
-        return {
-            "available": True,
-            "cpu_j": summary.cpu_joules,
-            "gpu_j": summary.gpu_joules,
-            "total_j": summary.total_joules,
-            "wh": joules_to_wh(summary.total_joules),
-            "gen_tokens_per_j": tokens_per_joule(gen, summary.total_joules),
-            "tokens_per_j": tokens_per_joule(total, summary.total_joules),
-            "cpu_reason": summary.cpu_reason,
-            "gpu_reason": summary.gpu_reason,
-            "note": "whole machine (client included): RAPL package energy + NVML GPU energy",
-        }
-
-
-LOOKAHEAD_MAX = 256  # requests built ahead of the sends
-LOOKAHEAD_TOKENS = 32_000_000  # ... and no more prompt tokens than this held at once
-
-
-class _SpecSource:
-    """The requests of one cell, built in order in a worker thread (tokenizer calls block), at most
-    `lookahead` ahead of the sends; get() returns None when there are no more or the run stops."""
-
-    def __init__(self, runner: Runner, cell: Cell) -> None:
-        self.runner = runner
-        self.cell = cell
-        self.lookahead = max(
-            1,
-            min(cell.num_requests, max(8, 4 * cell.concurrency), LOOKAHEAD_MAX, LOOKAHEAD_TOKENS // cell.prompt_size),
-        )
-        self.queue: "asyncio.Queue[Optional[RequestSpec]]" = asyncio.Queue(maxsize=self.lookahead)
-        self._full = asyncio.Event()
-        self._done = False
-        self._task = asyncio.ensure_future(self._produce())
-
-    async def _produce(self) -> None:
-        loop = asyncio.get_running_loop()
-        runner, cell = self.runner, self.cell
-        mt = runner.params.max_output_tokens
-        try:
-            for i in range(cell.num_requests):
-                if runner._stop:
-                    break
-                try:
-                    spec = await loop.run_in_executor(
-                        None, runner._spec, cell.prompt_size, f"{cell.label}:{i}", i, cell.label, False, mt
-                    )
-                except (HttpError, RuntimeError, ValueError) as exc:  # the tokenizer stopped answering
-                    runner.obs.message(f"Cannot build request {i} of {cell.label}: {exc}; stopping the run")
-                    runner.request_stop(RunStatus.SERVER_DIED, f"cannot build requests: {exc}")
-                    break
-                await self.queue.put(spec)
-                if self.queue.full():
-                    self._full.set()
-        finally:
-            self._done = True
-            self._full.set()
-            for _ in range(cell.concurrency + 1):  # wake every consumer waiting on an empty queue
-                if self.queue.full():
-                    break
-                self.queue.put_nowait(None)
-
-    async def prefilled(self) -> None:
-        """Wait until `lookahead` requests are built (or all of them): the clock starts after this."""
-        full = asyncio.ensure_future(self._full.wait())
-        stop = asyncio.ensure_future(self.runner._stop_event.wait())
-        try:
-            await asyncio.wait([full, stop], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            full.cancel()
-            stop.cancel()
-
-    async def get(self) -> Optional[RequestSpec]:
-        if self._done and self.queue.empty():
-            return None
-        spec = await self.queue.get()
-        if spec is None and not self.queue.full():
-            self.queue.put_nowait(None)  # pass the end on to the next consumer
-        return spec
-
-    def close(self) -> None:
-        self._task.cancel()
+                finish_cell(cell, self.params, self.info, self.sampler, self.state.status, None, None)

@@ -3,8 +3,9 @@
 For llama.cpp's /completion and /v1/completions the prompt is a token-ID array, which the server
 takes as is, so its length is exact by construction. For chat the text is fitted until the chat
 template's output tokenizes (with /apply-template and /tokenize) to exactly the requested count.
-Every prompt starts with a prefix unique to the request so no prompt cache can skip prefill.
-Everything is deterministic for a given --seed.
+Every prompt starts with a prefix unique to the request so no prompt cache can skip prefill — except
+where sharing is the point: a group's shared prefix (`make_shared`), a conversation's history
+(`make_turn`). Everything is deterministic for a given --seed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Protocol, Sequence
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
 from ..http import HttpClient
 
@@ -31,6 +32,7 @@ PREFIX_WORDS = (
     "falcon glacier heron iris jasper kelp lichen marble nickel orchid pebble quill reed sorrel thistle"
 ).split()
 MAX_FIT_ROUNDS = 12
+Messages = List[Dict[str, str]]
 
 
 class PromptTooSmall(ValueError):
@@ -97,6 +99,7 @@ class Prompt:
     token_ids: Optional[List[int]] = None
     text: Optional[str] = None
     counted: Optional[int] = None  # the count our tokenizer check produced (None: unverified)
+    messages: Optional[Messages] = None  # chat with more than the one user message `text`
 
     @property
     def verified(self) -> bool:
@@ -202,6 +205,81 @@ class PromptFactory:
             return self._make_chat(n_tokens, rng)
         return self._make_text_estimate(n_tokens, rng)
 
+    def make_shared(self, n_tokens: int, key: str, group: int, prefix_tokens: int) -> Prompt:
+        """A prompt whose first `prefix_tokens` are the same for every request of `group` (a system
+        prompt, a RAG document), followed by a part unique to the request; n_tokens in all."""
+        if not 0 < prefix_tokens < n_tokens:
+            raise ValueError(f"the shared prefix ({prefix_tokens}) must be shorter than the prompt ({n_tokens})")
+        rng = random.Random(f"{self.seed}:{key}")
+        self.prepare(n_tokens)
+        shared = random.Random(f"{self.seed}:group:{group}")
+        if self.mode == "tokens":
+            assert self.tokenizer is not None
+            head = (self._bos + self._body(shared, prefix_tokens))[:prefix_tokens]
+            ids = head + self._continuation(n_tokens - len(head), rng)
+            return Prompt(requested=n_tokens, token_ids=ids, counted=len(ids))
+        if self.mode == "chat" and self.tokenizer is not None:
+            system = [{"role": "system", "content": self.tokenizer.detokenize(self._body(shared, prefix_tokens))}]
+            return self._make_chat(n_tokens, rng, system)
+        head_text = corpus_text(self.task if self.task != "random" else "list", prefix_tokens * 5, shared)
+        tail = self._make_text_estimate(n_tokens - prefix_tokens, rng).text or ""
+        return Prompt(requested=n_tokens, text=head_text[: prefix_tokens * 4] + "\n\n" + tail)
+
+    def make_turn(self, previous: Prompt, answer: Tuple[List[int], str], n_new: int, key: str) -> Prompt:
+        """The next turn of a conversation: the previous prompt, the answer it got (token ids and text),
+        then a new user message of n_new tokens; the server's prompt cache holds all but the new part."""
+        rng = random.Random(f"{self.seed}:{key}")
+        ids, text = answer
+        if self.mode == "tokens" and previous.token_ids is not None:
+            assert self.tokenizer is not None
+            history = previous.token_ids + (ids if ids else self.tokenizer.tokenize(text))
+            out = history + self._continuation(n_new, rng)
+            return Prompt(requested=len(out), token_ids=out, counted=len(out))
+        if self.mode == "chat" and self.tokenizer is not None:
+            messages = list(previous.messages or [{"role": "user", "content": previous.text or ""}])
+            messages.append({"role": "assistant", "content": text})
+            base = self.tokenizer.count_chat(messages + [{"role": "user", "content": ""}])
+            overhead = self.chat_overhead()
+            if base is not None and overhead is not None:
+                return self._make_chat(base + max(1, n_new - overhead), rng, messages)
+        new = self._make_text_estimate(n_new, rng).text or ""
+        if self.mode == "chat":
+            messages = list(previous.messages or [{"role": "user", "content": previous.text or ""}])
+            messages += [{"role": "assistant", "content": text}, {"role": "user", "content": new}]
+            return Prompt(requested=previous.requested + n_new, text=new, messages=messages)
+        return Prompt(requested=previous.requested + n_new, text=(previous.text or "") + text + "\n\n" + new)
+
+    def make_text(self, text: str) -> Prompt:
+        """A given text as the prompt (a dataset entry); its length is what the tokenizer makes of it."""
+        if self.mode == "tokens":
+            assert self.tokenizer is not None
+            self.prepare(1)
+            ids = self._bos + self.tokenizer.tokenize(text)
+            return Prompt(requested=len(ids), token_ids=ids, counted=len(ids))
+        if self.mode == "chat" and self.tokenizer is not None:
+            count = self.tokenizer.count_chat([{"role": "user", "content": text}])
+            if count is not None:
+                return Prompt(requested=count, text=text, counted=count)
+        return Prompt(requested=max(1, len(text) // 4), text=text)
+
+    def count_text(self, text: str) -> int:
+        """Tokens of a text (a dataset's answer: its output length); about 4 characters per token
+        without a tokenizer."""
+        if self.tokenizer is None:
+            return max(1, len(text) // 4)
+        return len(self.tokenizer.tokenize(text))
+
+    def _continuation(self, n: int, rng: random.Random) -> List[int]:
+        """n tokens that start with a unique header and end with the task's instruction (no BOS)."""
+        assert self.tokenizer is not None
+        if n <= 0:
+            return []
+        prefix = self.tokenizer.tokenize(unique_prefix(rng))
+        tail = self._instruction if len(prefix) + len(self._instruction) < n else []
+        if len(prefix) >= n:
+            return prefix[:n]
+        return prefix + self._body(rng, n - len(prefix) - len(tail)) + tail
+
     def _body(self, rng: random.Random, length: int) -> List[int]:
         self.prepare(length)
         if length <= 0:
@@ -220,9 +298,9 @@ class PromptFactory:
             ids = head + self._body(rng, n - len(head) - len(tail)) + tail
         return Prompt(requested=n, token_ids=ids, counted=len(ids))
 
-    def _chat_count(self, text: str) -> Optional[int]:
+    def _chat_count(self, text: str, history: Optional[Messages] = None) -> Optional[int]:
         assert self.tokenizer is not None
-        return self.tokenizer.count_chat([{"role": "user", "content": text}])
+        return self.tokenizer.count_chat((history or []) + [{"role": "user", "content": text}])
 
     def chat_overhead(self) -> Optional[int]:
         """Tokens the chat template adds around an empty user message."""
@@ -230,9 +308,10 @@ class PromptFactory:
             self._chat_overhead = self._chat_count("")
         return self._chat_overhead
 
-    def _make_chat(self, n: int, rng: random.Random) -> Prompt:
+    def _make_chat(self, n: int, rng: random.Random, history: Optional[Messages] = None) -> Prompt:
+        """A user message fitted so that the template applied to history + it is exactly n tokens."""
         assert self.tokenizer is not None
-        overhead = self.chat_overhead()
+        overhead = self._chat_count("", history) if history else self.chat_overhead()
         if overhead is None:
             return self._make_text_estimate(n, rng)
         if n <= overhead:
@@ -261,11 +340,11 @@ class PromptFactory:
         for _ in range(MAX_FIT_ROUNDS):
             tried.add(k)
             text = build(k)
-            count = self._chat_count(text)
+            count = self._chat_count(text, history)
             if count is None:
-                return Prompt(requested=n, text=text)
+                return Prompt(requested=n, text=text, messages=_with(history, text))
             if count == n:
-                return Prompt(requested=n, text=text, counted=count)
+                return Prompt(requested=n, text=text, counted=count, messages=_with(history, text))
             if best_count is None or abs(count - n) < abs(best_count - n) or (count < n < best_count):
                 best_text, best_count = text, count
             k = max(0, min(len(body), k + n - count))
@@ -274,7 +353,7 @@ class PromptFactory:
         # Too long even without a body (tiny sizes): shorten the prefix one character at a time.
         while best_count is not None and best_count > n and best_text:
             best_text = best_text[:-1]
-            c = self._chat_count(best_text)
+            c = self._chat_count(best_text, history)
             if c is None:
                 break
             best_count = c
@@ -283,16 +362,21 @@ class PromptFactory:
             text, count = best_text, best_count
             for filler in (" x", ".", " a", "\n", " ok", "-") * 4:
                 trial = text + filler
-                c = self._chat_count(trial)
+                c = self._chat_count(trial, history)
                 if c is None or c > n:
                     continue
                 text, count = trial, c
                 if count == n:
                     break
             best_text, best_count = text, count
-        return Prompt(requested=n, text=best_text, counted=best_count)
+        return Prompt(requested=n, text=best_text, counted=best_count, messages=_with(history, best_text))
 
     def _make_text_estimate(self, n: int, rng: random.Random) -> Prompt:
         """No tokenizer on this server: about 4 characters per token, checked later via usage."""
         text = unique_prefix(rng) + corpus_text(self.task if self.task != "random" else "list", n * 5, rng)
         return Prompt(requested=n, text=text[: max(1, n * 4)])
+
+
+def _with(history: Optional[Messages], text: str) -> Optional[Messages]:
+    """The whole message list when there is history; None for a lone user message (the body is built from text)."""
+    return history + [{"role": "user", "content": text}] if history else None

@@ -10,7 +10,7 @@ from ..plan import Cell, CellStatus
 from ..probe import ServerInfo
 from ..records import Api, RequestRecord
 from ..stats import relative_change
-from ..summary import DIST_ROWS, STATS, Field, fields
+from ..summary import DIST_ROWS, FIELDS, STATS, Field, fields
 
 SUMMARY_COLUMNS = fields(
     "ttft_p50",
@@ -42,7 +42,22 @@ COMPARE_FIELDS = fields(
     "server_prompt_tps_mean",
     "energy_wh",
     "gen_tokens_per_j",
+    "slo_good_share",
+    "goodput_rps",
+    "goodput_gen_tps",
 )
+# Columns the summary adds when a cell has them: SLO figures, the prompt cache.
+SLO_COLUMNS = fields("slo_good_share", "goodput_rps")
+CACHE_COLUMNS = fields("cache_hit_share", "ttft_cached_p50", "ttft_uncached_p50")
+SUMMARY_HEADERS.update(
+    slo_good_share="SLO good",
+    goodput_rps="goodput req/s",
+    cache_hit_share="cache hits",
+    ttft_cached_p50="TTFT cached p50",
+    ttft_uncached_p50="TTFT uncached p50",
+)
+# The figures a cell's repeats line shows as mean +- 95 % interval.
+REPEAT_LINE = fields("gen_tps", "requests_per_s", "ttft_p50", "ttft_p99", "tpot_p50", "e2e_p50", "goodput_rps")
 
 
 def make_console(stderr: bool = False) -> Any:
@@ -62,7 +77,8 @@ def fmt(value: Optional[float], digits: int = 1) -> str:
 
 
 def cell_title(cell: Cell) -> str:
-    head = f"prompt {cell.prompt_size} tok x concurrency {cell.concurrency}"
+    size = "dataset" if cell.workload == "dataset" else f"prompt {cell.prompt_size} tok"
+    head = f"{size} x concurrency {cell.concurrency}" + (f" at {cell.rate:g} req/s" if cell.rate else "")
     if cell.status is CellStatus.SKIPPED or cell.summary is None:
         return f"{head}: {cell.status}"
     req, tp = cell.summary.requests, cell.summary.throughput
@@ -103,6 +119,7 @@ def cell_footer(cell: Cell) -> List[str]:
         )
     elif energy:
         lines.append(f"energy: unavailable: {energy.get('reason')}")
+    lines.extend(extra_lines(cell.to_dict()))
     sm = cell.server_metrics or {}
     if sm.get("requests_deferred_max") is not None:
         lines.append(
@@ -113,8 +130,64 @@ def cell_footer(cell: Cell) -> List[str]:
     return lines
 
 
+def extra_lines(c: Mapping[str, Any]) -> List[str]:
+    """SLO, prompt cache, batched events and repeats of a cell (as stored in the JSON result)."""
+    lines: List[str] = []
+    slo = c.get("slo")
+    if isinstance(slo, Mapping):
+        terms = ", ".join(
+            f"{t.get('term')} {fmt(t.get('value_ms'), 1)} ms {'<=' if t.get('met') else '>'} "
+            f"{fmt(t.get('bound_ms'), 0)}"
+            for t in slo.get("terms") or []
+            if isinstance(t, Mapping)
+        )
+        lines.append(
+            f"SLO {'met' if slo.get('met') else 'missed'} ({terms}): {slo.get('good')}/{slo.get('requests')} good "
+            f"({_pct(slo.get('good_share'))}%), goodput "
+            f"{fmt(slo.get('goodput_rps'), 3)} req/s, {fmt(slo.get('goodput_gen_tps'))} gen tok/s"
+        )
+    cache = c.get("cache")
+    if isinstance(cache, Mapping) and cache.get("hit_requests"):
+        hit_p50, miss_p50 = FIELDS["ttft_cached_p50"].number(c), FIELDS["ttft_uncached_p50"].number(c)
+        lines.append(
+            f"prompt cache: {cache.get('hit_requests')}/{cache.get('requests')} requests hit, "
+            f"{_pct(cache.get('token_share'))}% of prompt tokens cached; "
+            f"TTFT p50 cached {fmt(hit_p50, 2)} ms vs uncached {fmt(miss_p50, 2)} ms"
+        )
+    batch = c.get("batching")
+    if isinstance(batch, Mapping) and batch.get("batched"):
+        lines.append(
+            f"batched token events: {batch.get('batched')}/{batch.get('events')} ({_pct(batch.get('share'))}%) "
+            "arrived in one socket read with the one before"
+        )
+    parts = []
+    for f in REPEAT_LINE:
+        ci = f.ci(c)
+        if ci and isinstance(ci.get("mean"), (int, float)):
+            half = ci.get("half_width")
+            parts.append(f"{f.label} {fmt(ci['mean'], f.digits)}" + (f" ± {fmt(half, f.digits)}" if half else ""))
+    if parts:
+        n = (c.get("repeats") or {}).get("n")
+        lines.append(f"over {n} repeats (mean ± 95% CI): " + ", ".join(parts))
+    return lines
+
+
+def _pct(share: Any) -> str:
+    ok = isinstance(share, (int, float)) and not isinstance(share, bool)
+    return fmt(share * 100 if ok else None, 1)
+
+
 def _header(f: Field) -> str:
     return SUMMARY_HEADERS.get(f.key, f.label)
+
+
+def _columns(cells: Sequence[Mapping[str, Any]]) -> Tuple[Field, ...]:
+    cols = SUMMARY_COLUMNS
+    if any(isinstance(c.get("slo"), Mapping) for c in cells):
+        cols += SLO_COLUMNS
+    if any(isinstance(c.get("cache"), Mapping) and (c["cache"].get("hit_requests") or 0) > 0 for c in cells):
+        cols += CACHE_COLUMNS
+    return cols
 
 
 def summary_table(cells: Sequence[Mapping[str, Any]], title: str = "Summary") -> Any:
@@ -125,17 +198,19 @@ def summary_table(cells: Sequence[Mapping[str, Any]], title: str = "Summary") ->
     table.add_column("prompt", justify="right")
     table.add_column("conc", justify="right")
     table.add_column("ok/sent", justify="right")
-    for f in SUMMARY_COLUMNS:
+    columns = _columns(cells)
+    for f in columns:
         table.add_column(_header(f), justify="right")
     table.add_column("notes", no_wrap=True)
     for c in cells:
         req = c.get("requests") or {}
         ok = f"{req.get('ok', 0)}/{req.get('sent', 0)}" if req else "-"
-        values = [fmt(f.number(c), f.digits) for f in SUMMARY_COLUMNS]
+        values = [fmt(f.number(c), f.digits) for f in columns]
         parts = [] if c.get("status") == CellStatus.DONE else [str(c.get("status"))]
         if c.get("warnings"):
             parts.append(f"{len(c['warnings'])} warning(s)")
-        table.add_row(str(c.get("prompt_size")), str(c.get("concurrency")), ok, *values, ", ".join(parts))
+        size = "dataset" if c.get("workload") == "dataset" else str(c.get("prompt_size"))
+        table.add_row(size, str(c.get("concurrency")), ok, *values, ", ".join(parts))
     return table
 
 
@@ -145,6 +220,7 @@ def summary_notes(cells: Sequence[Mapping[str, Any]]) -> List[str]:
     for c in cells:
         head = f"prompt {c.get('prompt_size')} x {c.get('concurrency')}"
         items = ([f"{c.get('status')}: {c.get('reason')}"] if c.get("reason") else []) + list(c.get("warnings") or [])
+        items += [line for line in extra_lines(c) if line.startswith("over ")]
         for item in items:
             line = f"{head}: {item}"
             if line not in lines:
@@ -174,7 +250,7 @@ class LiveReporter:
             self.console.print(f"[yellow]note:[/] {n}")
 
     def planned(self, cells: List[Cell], warmup: int) -> None:
-        total = warmup + sum(c.num_requests for c in cells if c.status is CellStatus.PENDING)
+        total = warmup + sum(c.num_requests * c.repeats for c in cells if c.status is CellStatus.PENDING)
         skipped = [c for c in cells if c.status is CellStatus.SKIPPED]
         for size in sorted({c.prompt_size for c in skipped}):
             reason = next(c.reason for c in skipped if c.prompt_size == size)
@@ -230,36 +306,53 @@ class LiveReporter:
             self.progress = None
 
 
-def compare_rows(a: Dict[str, Any], b: Dict[str, Any]) -> List[Tuple[str, Field, Optional[float], Optional[float]]]:
-    """(cell, field, value in A, value in B) for cells present in both results."""
+Pair = Tuple[str, Field, Dict[str, Any], Dict[str, Any]]
+
+
+def _pairs(a: Dict[str, Any], b: Dict[str, Any]) -> List[Pair]:
+    """(cell name, field, cell in A, cell in B) for cells present in both results (by prompt size and
+    concurrency) and figures at least one of them has."""
     b_cells = {(c.get("prompt_size"), c.get("concurrency")): c for c in b.get("cells", [])}
-    rows = []
+    out = []
     for ca in a.get("cells", []):
         key = (ca.get("prompt_size"), ca.get("concurrency"))
         cb = b_cells.get(key)
         if cb is None or CellStatus.SKIPPED in (ca.get("status"), cb.get("status")):
             continue
         for f in COMPARE_FIELDS:
-            va, vb = f.number(ca), f.number(cb)
-            if va is None and vb is None:
+            if f.number(ca) is None and f.number(cb) is None:
                 continue
-            rows.append((f"p{key[0]} c{key[1]}", f, va, vb))
-    return rows
+            out.append((f"p{key[0]} c{key[1]}", f, ca, cb))
+    return out
+
+
+def compare_rows(a: Dict[str, Any], b: Dict[str, Any]) -> List[Tuple[str, Field, Optional[float], Optional[float]]]:
+    """(cell, field, value in A, value in B) for cells present in both results."""
+    return [(name, f, f.number(ca), f.number(cb)) for name, f, ca, cb in _pairs(a, b)]
 
 
 def compare_table(a: Dict[str, Any], b: Dict[str, Any], name_a: str, name_b: str) -> Any:
+    """A, B, the relative change and whether it is significant (significance.verdict) per figure; only
+    significant changes are coloured (green better, red worse)."""
     from rich.table import Table
 
+    from ..significance import verdict
+
     table = Table(title=f"A = {name_a}   B = {name_b}", title_justify="left")
-    for col, just in (("cell", "left"), ("metric", "left"), ("A", "right"), ("B", "right"), ("change", "right")):
+    columns = (("cell", "left"), ("metric", "left"), ("A", "right"), ("B", "right"), ("change", "right"))
+    for col, just in columns + (("significance", "left"),):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     last = None
-    for cell, f, va, vb in compare_rows(a, b):
+    memo: Dict[Any, Any] = {}
+    for cell, f, ca, cb in _pairs(a, b):
+        va, vb = f.number(ca), f.number(cb)
         change = relative_change(va, vb)
+        judged = verdict(f, a, b, ca, cb, memo)
         text = "-" if change is None else f"{change * 100:+.1f}%"
-        if change is not None and abs(change) >= 0.02 and f.higher_is_better is not None:
+        colour = judged.significant if judged.significant is not None else (change is not None and abs(change) >= 0.02)
+        if change is not None and colour and f.higher_is_better is not None:
             good = (change > 0) == f.higher_is_better
             text = f"[{'green' if good else 'red'}]{text}[/]"
-        table.add_row(cell if cell != last else "", f.label, fmt(va, 2), fmt(vb, 2), text)
+        table.add_row(cell if cell != last else "", f.label, fmt(va, 2), fmt(vb, 2), text, judged.text())
         last = cell
     return table

@@ -1,5 +1,6 @@
-"""Result files: the versioned JSON document (aggregates, per-request records, /metrics series,
-environment manifest), one CSV row per cell, and loading results back for compare/plot."""
+"""Result files: the versioned JSON document (aggregates, per-request records, /metrics and /slots
+series, environment manifest, capacity search), one CSV row per cell, and loading results back for
+compare/plot/report (older schemas are upgraded on the fly)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..plan import BenchParams, Cell, RunState
 from ..probe import ServerInfo
 from ..summary import FIELDS
 
-SCHEMA = "llama-studio.benchmark/2"
+SCHEMA = "llama-studio.benchmark/3"
 SCHEMA_PREFIX = "llama-studio.benchmark/"
 
 # One CSV column per Field key (the column is named after the key).
@@ -31,6 +32,9 @@ CSV_KEYS = [
     "requests_ok",
     "requests_failed",
     "requests_interrupted",
+    "workload",
+    "rate",
+    "repeat_count",
     "duration_s",
     "prompt_tps",
     "gen_tps",
@@ -43,6 +47,15 @@ CSV_KEYS = [
     "client_gen_tps_mean",
     "server_prompt_tps_mean",
     "server_gen_tps_mean",
+    "slo_good_share",
+    "goodput_rps",
+    "goodput_gen_tps",
+    "cache_hit_share",
+    "cache_token_share",
+    "ttft_cached_p50",
+    "ttft_uncached_p50",
+    "batched_share",
+    "slots_busy_mean",
     "prompt_mismatches",
     "cache_hits",
     "stopped_early",
@@ -106,6 +119,7 @@ def build_result(
     request_example: Optional[Dict[str, Any]],
     notes: List[str],
     jsonl_path: Optional[str],
+    slots_series: Optional[List[Dict[str, Any]]] = None,
 ) -> Dict[str, Any]:
     records = [r.to_dict() for r in state.warmup_records]
     for cell in cells:
@@ -119,6 +133,9 @@ def build_result(
         "finished_at": _iso(state.finished_wall or time.time()),
         "api": api,
         "params": params.to_dict(),
+        "workload": params.workload.to_dict(),
+        "slo": params.slo.to_dict() if params.slo else None,
+        "repeats": params.repeats,
         "request_example": request_example,
         "environment": environment,
         "notes": notes,
@@ -126,6 +143,7 @@ def build_result(
         "cells": [c.to_dict() for c in cells],
         "requests": records,
         "metrics_series": series,
+        "slots_series": slots_series or [],
     }
 
 
@@ -178,12 +196,30 @@ def _upgrade_v1(data: Dict[str, Any]) -> Dict[str, Any]:
     for rec in data.get("requests") or []:
         if isinstance(rec, dict) and "prompt_tokens" in rec and "prompt_tokens_reported" not in rec:
             rec["prompt_tokens_reported"] = rec.pop("prompt_tokens")
+    data["schema"] = SCHEMA_PREFIX + "2"
+    return data
+
+
+def _upgrade_v2(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 2's `params.repeats` meant rounds of `concurrency` requests per cell (now `rounds`); every
+    cell ran once, with the unique-prompt workload, and there was no /slots series."""
+    params = data.get("params")
+    if isinstance(params, dict) and "rounds" not in params:
+        params["rounds"] = params.pop("repeats", None)
+        params["repeats"] = 1
+    data.setdefault("repeats", 1)
+    data.setdefault("slots_series", [])
+    data.setdefault("workload", {"kind": "unique", "cache_prompt": False})
+    for cell in data.get("cells") or []:
+        if isinstance(cell, dict):
+            cell.setdefault("repeat_count", 1)
+            cell.setdefault("workload", "unique")
     data["schema"] = SCHEMA
     return data
 
 
 def load_result(path: str) -> Dict[str, Any]:
-    """A result written by --json-out (schema 1 is upgraded on the fly); one clear error for anything else."""
+    """A result written by --json-out (schemas 1 and 2 are upgraded on the fly); one clear error for anything else."""
     try:
         with open(path, "r", encoding="utf-8") as fh:
             data = json.load(fh)
@@ -196,7 +232,9 @@ def load_result(path: str) -> Dict[str, Any]:
         raise UserError(f"{path} is not a llama-bench result (written with --json-out)")
     if schema == SCHEMA_PREFIX + "1":
         data = _upgrade_v1(data)
-    elif schema != SCHEMA:
+    if data.get("schema") == SCHEMA_PREFIX + "2":
+        data = _upgrade_v2(data)
+    elif data.get("schema") != SCHEMA:
         raise UserError(f"{path} uses schema {schema}; this version reads {SCHEMA}")
     problem = _structure_problem(data)
     if problem:
@@ -218,10 +256,10 @@ def _structure_problem(data: Dict[str, Any]) -> Optional[str]:
                 return f"cell {i} has no whole-number '{key}'"
         if not isinstance(cell.get("status"), str):
             return f"cell {i} has no 'status'"
-        for key in ("requests", "latency", "throughput", "rates", "energy", "checks"):
+        for key in ("requests", "latency", "throughput", "rates", "energy", "checks", "slo", "cache", "repeats"):
             if key in cell and cell[key] is not None and not isinstance(cell[key], dict):
                 return f"cell {i}: '{key}' is not an object"
-    for key in ("environment", "params"):
+    for key in ("environment", "params", "capacity"):
         if key in data and data[key] is not None and not isinstance(data[key], dict):
             return f"'{key}' is not an object"
     return None
