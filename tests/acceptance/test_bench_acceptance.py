@@ -344,8 +344,11 @@ def test_bench_starts_a_server_and_stops_it_afterwards(tmp_path: Path, model_fil
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Starting llama-server" in res.stdout
-    server = json.loads(out.read_text(encoding="utf-8"))["environment"]["server"]
+    env = json.loads(out.read_text(encoding="utf-8"))["environment"]
+    server = env["server"]
     assert server["started_by_us"] and "--token-interval-ms" in server["command"]
+    assert env["model"]["architecture"] == "llama" and env["model"]["context_length"] == 2048  # its GGUF header
+    assert server["memory_estimate"].startswith("RAM ")
     assert not pid_alive(server["pid"]) and not is_healthy(port)
 
 

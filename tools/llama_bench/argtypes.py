@@ -142,6 +142,14 @@ def concurrency_list(text: str) -> List[int]:
 
 
 @_origin_named
+def on_off_auto(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("on", "off", "auto"):
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': expected on, off or auto")
+    return value
+
+
+@_origin_named
 def cache_type(text: str) -> str:
     """A KV-cache type llama-server accepts (-ctk/-ctv)."""
     from .models.memory import CACHE_TYPES as types

@@ -127,16 +127,21 @@ def bench(
         _wait_existing(params.endpoint, params.api_key, launch.startup_timeout)
         print(f"Reusing existing llama-server at {params.endpoint.split('://', 1)[-1]}", flush=True)
         return run(params, out)
+    from ..server.preflight import preflight
+
     cfg = make_config()
-    if not skip_vram_check:
-        _fit_check(cfg)
+    checked = preflight(cfg, skip_fit_check=skip_vram_check)  # the model's header, and does it fit
     server = ManagedServer(cfg, allow_multi_server=launch.allow_multi_server)
     print(f"Starting llama-server ... ({' '.join(server.command)})", flush=True)
+    for line in checked.lines():
+        print(line, flush=True)
     try:
         server.start()
         waited = server.wait_ready(launch.startup_timeout)
         print(f"llama-server ready after {waited:.1f} s (pid {server.pid}, log {server.log_path})", flush=True)
         started: Dict[str, Any] = {"command": server.command, "pid": server.pid, "log_path": str(server.log_path)}
+        if checked.estimate is not None:
+            started["memory_estimate"] = checked.estimate.describe()
         from ..sysinfo import server_version
 
         started.update({"binary_" + k: v for k, v in server_version(cfg.binary).items()})
@@ -171,32 +176,6 @@ def _wait_existing(endpoint: str, api_key: Optional[str], timeout: float) -> Non
             stopping.wait(0.5)
     finally:
         client.close()
-
-
-def _fit_check(cfg: ServerConfig) -> None:
-    """A model larger than free RAM (+ free VRAM when offloading) will not load: say so up front."""
-    if not cfg.model or not os.path.isfile(cfg.model):
-        return
-    import psutil
-
-    size = os.path.getsize(cfg.model)
-    budget = psutil.virtual_memory().available
-    if not cfg.no_gpu:
-        from ..power.nvml import NvmlReader
-
-        reader = NvmlReader()
-        try:
-            for gpu in reader.gpus():
-                if gpu.mem_total_bytes is not None and gpu.mem_used_bytes is not None:
-                    budget += gpu.mem_total_bytes - gpu.mem_used_bytes
-        finally:
-            reader.close()
-    if size > budget:
-        gib = 1024**3
-        raise UserError(
-            f"the model ({size / gib:.1f} GiB) does not fit in free RAM/VRAM ({budget / gib:.1f} GiB); "
-            "pass --skip-vram-check to try anyway"
-        )
 
 
 def compare(path_a: str, path_b: str) -> int:

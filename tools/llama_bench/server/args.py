@@ -12,6 +12,7 @@ from ..argtypes import (
     host_type,
     json_object,
     non_negative_int,
+    on_off_auto,
     port_type,
     positive_float,
     positive_int,
@@ -69,19 +70,43 @@ def add_server_args(parser: argparse.ArgumentParser, fit_check: bool = False) ->
     add_endpoint_args(g)
     g.add_argument("--ctx-size", "-c", type=non_negative_int, default=setting_default("LLAMA_CTX_SIZE", None))
     g.add_argument("--threads", "-t", type=positive_int, default=setting_default("LLAMA_THREADS", None))
-    g.add_argument("--parallel", "-np", type=positive_int, help="number of slots (server default: auto)")
-    g.add_argument("--batch-size", "-b", type=positive_int)
-    g.add_argument("--ubatch-size", "-ub", type=positive_int)
-    g.add_argument("--n-gpu-layers", "-ngl", type=non_negative_int)
+    g.add_argument(
+        "--parallel",
+        "-np",
+        type=positive_int,
+        default=setting_default("LLAMA_PARALLEL", None),
+        help="number of slots (server default: auto)",
+    )
+    g.add_argument("--batch-size", "-b", type=positive_int, default=setting_default("LLAMA_BATCH_SIZE", None))
+    g.add_argument("--ubatch-size", "-ub", type=positive_int, default=setting_default("LLAMA_UBATCH_SIZE", None))
+    g.add_argument("--n-gpu-layers", "-ngl", type=non_negative_int, default=setting_default("LLAMA_N_GPU_LAYERS", None))
     g.add_argument("--no-gpu", action="store_true", help="force CPU inference (-ngl 0)")
-    g.add_argument("--flash-attn", "-fa", choices=["on", "off", "auto"])
-    g.add_argument("--threads-batch", "-tb", type=positive_int, help="threads for prompt processing")
     g.add_argument(
-        "--cache-type-k", "-ctk", type=cache_type, metavar="TYPE", help="K cache type: f16 (default), q8_0, ..."
+        "--flash-attn",
+        "-fa",
+        type=on_off_auto,
+        metavar="on|off|auto",
+        default=setting_default("LLAMA_FLASH_ATTN", None),
     )
     g.add_argument(
-        "--cache-type-v", "-ctv", type=cache_type, metavar="TYPE", help="V cache type: f16 (default), q8_0, ..."
+        "--threads-batch",
+        "-tb",
+        type=positive_int,
+        default=setting_default("LLAMA_THREADS_BATCH", None),
+        help="threads for prompt processing",
     )
+    for flag, short, key, which in (
+        ("--cache-type-k", "-ctk", "LLAMA_CACHE_TYPE_K", "K"),
+        ("--cache-type-v", "-ctv", "LLAMA_CACHE_TYPE_V", "V"),
+    ):
+        g.add_argument(
+            flag,
+            short,
+            type=cache_type,
+            metavar="TYPE",
+            default=setting_default(key, None),
+            help=f"{which} cache type: f16 (default), q8_0, ...",
+        )
     jinja = g.add_mutually_exclusive_group()
     jinja.add_argument("--jinja", dest="jinja", action="store_const", const=True, help="use the model's Jinja template")
     jinja.add_argument("--no-jinja", dest="jinja", action="store_const", const=False, help="do not use Jinja")

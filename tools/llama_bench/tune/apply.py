@@ -17,7 +17,7 @@ from .space import Candidate
 
 DEFAULT_START_SCRIPT = REPO_DIR / "scripts" / "start_server.sh"
 
-# .env key of each tuned parameter (llama-run and llama-bench read LLAMA_THREADS and LLAMA_CTX_SIZE today).
+# .env key of each tuned parameter; llama-run and llama-bench read every one as the default of its flag.
 ENV_KEYS: Dict[str, List[str]] = {
     "threads": ["LLAMA_THREADS"],
     "threads_batch": ["LLAMA_THREADS_BATCH"],

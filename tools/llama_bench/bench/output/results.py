@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -77,11 +78,11 @@ def host_manifest() -> Dict[str, Any]:
     """CPU model, cores, RAM, GPUs and OS of this machine."""
     import psutil
 
-    from ...power.nvml import NvmlReader
+    from ...power.gpus import GpuReaders
     from ...sysinfo import cpu_model
 
     gpus: List[Dict[str, Any]] = []
-    reader = NvmlReader()
+    reader = GpuReaders()  # NVIDIA and AMD
     try:
         gpus = [asdict(g) for g in reader.gpus()]
         gpu_reason = None if reader.available else reader.reason
@@ -100,12 +101,29 @@ def host_manifest() -> Dict[str, Any]:
     }
 
 
+def model_manifest(path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """What the served model's GGUF header says, when the file is on this machine (None otherwise)."""
+    if not path or not os.path.isfile(path):
+        return None
+    from ...models.gguf import read_model_info
+
+    try:
+        return read_model_info(path).to_dict()
+    except UserError:
+        return None
+
+
 def environment_manifest(info: ServerInfo, started: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     server = info.to_dict()
     server["started_by_us"] = started is not None
     if started:
         server.update(started)
-    return {"tool": {"name": "llama-bench", "version": __version__}, "server": server, "host": host_manifest()}
+    return {
+        "tool": {"name": "llama-bench", "version": __version__},
+        "server": server,
+        "model": model_manifest(info.model_path),
+        "host": host_manifest(),
+    }
 
 
 def build_result(
