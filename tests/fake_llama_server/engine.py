@@ -1,4 +1,8 @@
-"""Running a completion in a slot: the wait for a slot, prefill, the token schedule, faults, timings and metrics."""
+"""Running a completion in a slot: the wait for a slot, prefill, the token schedule, faults, timings and metrics.
+
+A client that hangs up (seen between prompt batches, at every token, or when a write fails) cancels the task
+with the lines llama-server logs: `srv          stop: cancel task, id_task = N`, then the slot's release.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ DEFAULT_N_GEN = 16  # tokens generated before "EOS" when a request sets no limit
 # wake-up delay is delivery overhead, not "model" time. Later than that, the fake is overloaded
 # and reports what really happened.
 LATE_S = 0.002
+PREFILL_CHECK_S = 0.05  # how often a long prefill looks for a client that hung up
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Job:
     stream: EventStream
     n_gen: int  # tokens to generate, from the limit, the context room and the fake EOS
     fault: str = ""  # "crash" or "hang" halfway, from --crash-after / --hang-after
+    cancelled: bool = False  # the client hung up mid-generation
     t_first: float = 0.0  # when prefill ended and the first token was ready
     t_last: float = 0.0  # when the last token came out
     generated: List[int] = field(default_factory=list)
@@ -87,7 +93,11 @@ class Engine:
             fault = "hang"
         task_id = self.next_task
         self.next_task += 1
-        slot, why, waited = await self.pool.acquire(gen.prompt, gen.cache_prompt, stream.gone)
+        try:
+            slot, why, waited = await self.pool.acquire(gen.prompt, gen.cache_prompt, stream.gone)
+        except ClientGone:
+            self.log_cancel(task_id)
+            raise
         try:
             self.log.slot("I", "get_available_slot", slot.id, -1, why)
             self.log.slot("I", "launch_slot_with_task", slot.id, task_id, "processing task, is_child = 0")
@@ -96,9 +106,17 @@ class Engine:
                 gen, slot, task_id, stream, asyncio.get_running_loop().time() if waited else req.arrival
             )
             job.fault = fault
-            await self.prefill(job)
+            try:
+                await self.prefill(job)
+            except ClientGone:
+                self.log_cancel(task_id)
+                raise
             try:
                 await self.generate(job)
+            except (ClientGone, ConnectionError):  # gone, or found gone when a write failed
+                job.cancelled = True
+                self.log_cancel(task_id)
+                raise
             finally:
                 self.finish_job(job)
         finally:
@@ -125,11 +143,13 @@ class Engine:
         """Wait out prompt processing; the first token is ready when it ends."""
         loop = asyncio.get_running_loop()
         task, out = job.task, job.out
-        delay = task.prefill_end - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if job.stream.gone():
-            raise ClientGone()
+        while True:  # like llama.cpp between prompt batches: a client that hangs up stops the prefill
+            if job.stream.gone():
+                raise ClientGone()
+            delay = task.prefill_end - loop.time()
+            if delay <= 0:
+                break
+            await asyncio.sleep(min(delay, PREFILL_CHECK_S))
         now = loop.time()
         job.t_first = task.prefill_end if now - task.prefill_end < LATE_S else now
         n_processed = task.n_prompt - task.n_cache
@@ -198,7 +218,11 @@ class Engine:
         # The KV cache keeps the prompt and every generated token but the last (never decoded).
         job.slot.cache = job.gen.prompt + job.generated[:-1]
         out.tokens_cached = len(job.slot.cache)
-        self.log_timings(job.slot.id, job.task.id, out)
+        self.log_timings(job.slot.id, job.task.id, out, job.cancelled)
+
+    def log_cancel(self, task_id: int) -> None:
+        """What llama-server logs when a client hangs up on a request that has not finished."""
+        self.log.srv("W", "stop", f"cancel task, id_task = {task_id}")
 
     @staticmethod
     def hits_stop(stops: List[str], parts: List[str], piece: str, out: Outcome) -> bool:
@@ -221,10 +245,20 @@ class Engine:
         self.log.srv("W", "update_slots", f"task {task_id}: hanging on purpose (--hang-after)")
         await asyncio.get_running_loop().create_future()  # never completes; the slot stays busy
 
-    def log_timings(self, slot_id: int, task_id: int, out: Outcome) -> None:
+    def log_timings(self, slot_id: int, task_id: int, out: Outcome, cancelled: bool = False) -> None:
+        """The end-of-request lines; a cancelled request only releases its slot (no timings), as in llama.cpp."""
+        log = self.log.slot
+        if cancelled:
+            log(
+                "I",
+                "release",
+                slot_id,
+                task_id,
+                f"stop processing: n_tokens = {out.tokens_cached}, truncated = {int(out.truncated)}",
+            )
+            return
         t = out.timings()
         total_ms = out.prompt_ms + out.predicted_ms
-        log = self.log.slot
         log(
             "I",
             "print_timing",

@@ -420,3 +420,23 @@ def test_log_lines_look_like_llama_cpp(fake_server):
     text = fake_server.log.read_text(encoding="utf-8")
     assert f"I srv  llama_server: listening on http://127.0.0.1:{fake_server.port}" in text
     assert "I slot print_timing: id " in text and "stop processing: n_tokens = " in text
+
+
+def test_hanging_up_cancels_the_task_with_llama_cpps_log_lines_and_frees_the_slot(fake_server):
+    body = {"prompt": "cancel me please", "n_predict": 5000, "stream": True}
+    req = urllib.request.Request(fake_server.base + "/completion", data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        resp.read(300)
+        busy = [s for s in http("GET", fake_server.base + "/slots")[1] if s["is_processing"]]
+    task = busy[0]["id_task"]
+
+    def lines() -> List[str]:
+        return [line for line in fake_server.log.read_text(encoding="utf-8").splitlines() if f"task {task} |" in line
+                or line.endswith(f"cancel task, id_task = {task}")]  # fmt: skip
+
+    # What llama-server logs: the HTTP side cancels the task, the slot releases it; no timings are printed.
+    assert wait_until(lambda: any("stop processing" in line for line in lines()), 10)
+    text = "\n".join(lines())
+    assert f" W srv          stop: cancel task, id_task = {task}" in text
+    assert "print_timing" not in text
+    assert wait_until(lambda: not any(s["is_processing"] for s in http("GET", fake_server.base + "/slots")[1]), 10)
