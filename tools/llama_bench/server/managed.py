@@ -3,15 +3,12 @@ real readiness, and stop (SIGTERM to the group, grace period, SIGKILL, always re
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, Callable, List, Optional
+from typing import Callable, List, Optional
 
 from .. import stopping
 from ..endpoint import Readiness, check_ready
@@ -19,6 +16,7 @@ from ..http import HttpClient, HttpError
 from ..settings import state_subdir
 from ..utils import ExitStatus, UserError
 from . import registry
+from .child import OwnedChild
 from .config import ServerConfig, build_command
 from .ports import check_bindable
 from .watchdog import GroupWatchdog
@@ -26,16 +24,6 @@ from .watchdog import GroupWatchdog
 
 class ServerStartError(UserError):
     """llama-server exited or never became ready."""
-
-
-def _set_parent_death_signal() -> None:
-    """In the child before exec: the kernel kills the server if our process dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 def log_tail(path: Path, lines: int = 12) -> List[str]:
@@ -57,22 +45,17 @@ def explain_exit(code: int, log_path: Path) -> str:
     )
 
 
-class ManagedServer:
+class ManagedServer(OwnedChild):
     """One llama-server we start and own."""
 
-    def __init__(self, cfg: ServerConfig, allow_multi_server: bool = False) -> None:
+    def __init__(self, cfg: ServerConfig, allow_multi_server: bool = False, public_port: Optional[int] = None) -> None:
+        super().__init__()
         self.cfg = cfg
         self.allow_multi_server = allow_multi_server
-        self.proc: Optional[subprocess.Popen] = None
-        self.log_path: Optional[Path] = None
-        self._log_fh: Optional[IO[bytes]] = None
+        self.public_port = public_port  # where clients reach it when a token-meter proxy sits in front
         self.detached = False
         self.started_at: Optional[float] = None
         self._watchdog: Optional[GroupWatchdog] = None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
 
     @property
     def base_url(self) -> str:
@@ -104,26 +87,10 @@ class ManagedServer:
         parent-death signal for the direct child, a watchdog for its whole process group."""
         self.check_can_start()
         logs = state_subdir("logs")
-        self.log_path = logs / f"llama-server-{self.cfg.port}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        try:
-            self._log_fh = open(self.log_path, "wb")
-        except OSError as exc:
-            raise UserError(
-                f"cannot create the server log {self.log_path}: {(exc.strerror or str(exc)).lower()}"
-            ) from None
+        log_path = logs / f"llama-server-{self.cfg.port}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         cmd = self.command
-        try:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: terminal Ctrl-C reaches us, and we stop it
-                preexec_fn=_set_parent_death_signal if die_with_us else None,
-            )
-        except OSError as exc:
-            self._close_log()
-            raise UserError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
+        self.spawn(cmd, log_path, "server", die_signal=signal.SIGKILL if die_with_us else None)
+        assert self.proc is not None
         self.started_at = time.time()
         if die_with_us:
             self._watchdog = GroupWatchdog(self.proc.pid)
@@ -139,6 +106,7 @@ class ManagedServer:
                     log_path=str(self.log_path),
                     started_at=self.started_at,
                     owner_pid=os.getpid(),
+                    public_port=self.public_port,
                 )
             )
         except (OSError, UserError) as exc:
@@ -198,62 +166,21 @@ class ManagedServer:
     def log_lines(self, lines: int = 400) -> List[str]:
         return log_tail(self.log_path, lines) if self.log_path else []
 
-    def poll(self) -> Optional[int]:
-        return self.proc.poll() if self.proc else None
-
     def detach(self) -> None:
         """Leave the server running after we exit (it already lives in its own session)."""
         self.detached = True
         if self.proc:
             registry.mark_detached(self.proc.pid)
-        self._close_log()
+        self.close_log()
 
     def stop(self, grace: float = 10.0) -> Optional[int]:
-        """SIGTERM the process group, wait `grace` s, then SIGKILL; returns the exit code.
-
-        The whole group: a wrapper script that did not `exec` may exit on SIGTERM while the real
-        server below it lingers; it gets the rest of the grace period, then SIGKILL too."""
+        """SIGTERM the process group, wait `grace` s, then SIGKILL (OwnedChild.stop_group); returns the
+        exit code, and forgets the server (registry, watchdog)."""
         if self.proc is None or self.detached:
             return None
-        deadline = time.monotonic() + grace
-        if self.proc.poll() is None or self._group_alive():
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                self.proc.wait()
-            while self._group_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self._group_alive():
-                self._signal_group(signal.SIGKILL)
+        code = self.stop_group(grace)
         if self._watchdog is not None:
             self._watchdog.release()
             self._watchdog = None
         registry.unregister(self.proc.pid)
-        self._close_log()
-        return self.proc.returncode
-
-    def _group_alive(self) -> bool:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def _signal_group(self, sig: int) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, sig)  # pid == pgid thanks to start_new_session
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            self.proc.send_signal(sig)
-
-    def _close_log(self) -> None:
-        if self._log_fh:
-            self._log_fh.close()
-            self._log_fh = None
+        return code

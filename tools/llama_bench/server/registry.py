@@ -33,6 +33,7 @@ class ServerEntry:
     started_at: float
     owner_pid: int
     detached: bool = False  # left running by `llama-run run --detach`
+    public_port: Optional[int] = None  # the token-meter proxy's port in front of it, if any
 
 
 _TYPES: Dict[str, Any] = {
@@ -46,6 +47,7 @@ _TYPES: Dict[str, Any] = {
     "started_at": (int, float),
     "owner_pid": int,
     "detached": bool,
+    "public_port": (int, type(None)),
 }
 
 
@@ -64,7 +66,7 @@ def entry_from(data: Any) -> ServerEntry:
     values = {k: v for k, v in data.items() if k in known}  # fields of other versions are ignored
     for name, kind in _TYPES.items():
         if name not in values:
-            if name == "detached":
+            if name in ("detached", "public_port"):
                 continue
             raise ValueError(f"missing '{name}'")
         value = values[name]

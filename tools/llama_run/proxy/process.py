@@ -9,17 +9,16 @@ PR_SET_PDEATHSIG fires when the *thread* that started the child ends: call `star
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Callable, List, Optional
+from typing import List, Optional
 
 from tools.llama_bench.endpoint import url_for
+from tools.llama_bench.server.child import OwnedChild
 from tools.llama_bench.server.managed import log_tail
 from tools.llama_bench.settings import REPO_DIR, state_subdir
 from tools.llama_bench.utils import ExitStatus, UserError
@@ -32,33 +31,14 @@ class ProxyStartError(UserError):
     """The proxy exited during start-up or never answered /proxy/health."""
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    def preexec() -> None:
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-            except (OSError, AttributeError):
-                pass
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return preexec
-
-
-class ManagedProxy:
+class ManagedProxy(OwnedChild):
     """One proxy we start and own. `config.parent_pid` is set to our pid when the child starts."""
 
     def __init__(self, config: ProxyConfig, log_path: Optional[Path] = None, python: Optional[str] = None) -> None:
+        super().__init__()
         self.config = config
         self.python = python or sys.executable
         self.log_path = log_path
-        self.proc: Optional[subprocess.Popen] = None
-        self._log_fh: Optional[IO[bytes]] = None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
 
     @property
     def base_url(self) -> str:
@@ -72,10 +52,11 @@ class ManagedProxy:
         """Start the child (checks that the port is free first); wait_ready() tells when it answers."""
         self.config.check()
         self.config = dataclasses.replace(self.config, parent_pid=os.getpid())
-        if self.log_path is None:
+        log_path = self.log_path
+        if log_path is None:
             logs = state_subdir("logs")
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.log_path = logs / f"llama-proxy-{self.config.port}-{stamp}-{os.getpid()}.log"
+            log_path = logs / f"llama-proxy-{self.config.port}-{stamp}-{os.getpid()}.log"
         env = dict(os.environ)
         env.pop(API_KEY_ENV, None)
         env.pop(UPSTREAM_KEY_ENV, None)
@@ -84,26 +65,8 @@ class ManagedProxy:
         if self.config.upstream_api_key:
             env[UPSTREAM_KEY_ENV] = self.config.upstream_api_key
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
-        try:
-            self._log_fh = open(self.log_path, "ab")
-        except OSError as exc:
-            raise UserError(
-                f"cannot create the proxy log {self.log_path}: {(exc.strerror or str(exc)).lower()}"
-            ) from None
-        try:
-            self.proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_fh,
-                stderr=subprocess.STDOUT,
-                cwd=str(REPO_DIR),
-                env=env,
-                start_new_session=True,  # its own process group: a terminal's Ctrl-C reaches us, and we stop it
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        except OSError as exc:
-            self._close_log()
-            raise UserError(f"cannot start the proxy ({self.python}): {exc.strerror}") from exc
+        # SIGTERM rather than SIGKILL when we die: the proxy then still writes its history.
+        self.spawn(self.command, log_path, "proxy", die_signal=signal.SIGTERM, env=env, cwd=str(REPO_DIR))
 
     def wait_ready(self, timeout: float = 30.0) -> float:
         """Block until /proxy/health answers with the child's pid; seconds waited."""
@@ -137,35 +100,6 @@ class ManagedProxy:
         finally:
             client.close()
 
-    def poll(self) -> Optional[int]:
-        return self.proc.poll() if self.proc else None
-
     def stop(self, grace: float = 5.0) -> Optional[int]:
         """SIGTERM the process group, wait `grace` s, then SIGKILL; returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                self.proc.wait()
-        self._close_log()
-        return self.proc.returncode
-
-    def _signal_group(self, sig: int) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is not None:
-            return  # reaped: the pid may belong to someone else by now
-        try:
-            os.killpg(self.proc.pid, sig)  # pid == pgid thanks to start_new_session
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            self.proc.send_signal(sig)
-
-    def _close_log(self) -> None:
-        if self._log_fh:
-            self._log_fh.close()
-            self._log_fh = None
+        return self.stop_group(grace)
