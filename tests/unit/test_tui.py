@@ -304,3 +304,25 @@ def test_run_tui_reports_server_exit_with_log_tail(tmp_path, stub_monitor, capsy
 def test_run_tui_stops_at_duration(tmp_path, stub_monitor):
     assert tui.run_tui(_session(tmp_path, exit_code=None, deadline=0.0)) == "duration"
     assert stub_monitor[0].stopped
+
+
+def test_the_proxy_panel_shows_requests_and_client_totals():
+    from tools.llama_run.proxy.client import ProxySnapshot
+    from tools.llama_run.proxy.records import ClientTotals, Endpoint, IdentitySource, Outcome, RequestRecord
+    from tools.llama_run.requests_panel import requests_panel
+
+    running = RequestRecord(1, "agent", IdentitySource.HEADER, Endpoint.CHAT, "POST", 1000.0, stream=True,
+                            prompt_tokens=512, generated_tokens=40, ttft_ms=85.0)  # fmt: skip
+    done = RequestRecord(2, "editor", IdentitySource.KEY, Endpoint.COMPLETION, "POST", 990.0, status=200,
+                         outcome=Outcome.OK, prompt_tokens=31, cached_tokens=16, generated_tokens=12,
+                         ttft_ms=18.6, gen_tps=200.0, seq=1)  # fmt: skip
+    snap = ProxySnapshot(now=1001.0, started_at=900.0, upstream="http://127.0.0.1:1", streamed_chunks=52,
+                         in_flight=[running], recent=[done],
+                         clients=[ClientTotals("editor", requests=1, prompt_tokens=31, cached_tokens=16,
+                                               generated_tokens=12)])  # fmt: skip
+    text = render(busy_history(), requests=requests_panel(snap, 121.4))
+    assert "requests (token-meter proxy)" in text and "1 in flight · streaming 121.4 tok/s" in text
+    assert "agent" in text and "running" in text and "512" in text
+    assert "editor" in text and "ok 200" in text and "18.6" in text and "200.0" in text
+    assert "1 req · in 31 (cached 16) · out 12" in text
+    assert "token-meter proxy not answering" in render(busy_history(), requests=requests_panel(None, None))

@@ -12,12 +12,14 @@ from typing import List, Optional
 from tools.llama_bench.argtypes import port_type, positive_float, positive_int
 from tools.llama_bench.entry import ArgumentParser, main as run_main
 from tools.llama_bench.server.args import add_server_args
-from tools.llama_bench.settings import DEFAULT_INTERVAL, DEFAULT_STATS_INTERVAL
+from tools.llama_bench.settings import DEFAULT_INTERVAL, DEFAULT_STATS_INTERVAL, setting
 from tools.llama_bench.utils import UserError
 from tools.llama_bench.version import __version__
 
+from .proxy.args import register as register_proxy
+
 PROG = "llama-run"
-COMMANDS = ("run", "ps", "stop-all", "doctor", "models")
+COMMANDS = ("run", "ps", "stop-all", "doctor", "models", "proxy", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--duration", type=positive_float, help="stop the server after N seconds")
     ui.add_argument("--detach", action="store_true", help="leave the server running in the background and exit")
+    meter = run.add_argument_group("token-meter proxy")
+    meter.add_argument(
+        "--proxy",
+        choices=["on", "off"],
+        default=setting("LLAMA_PROXY") or "off",
+        help="meter every request (who, how many tokens, how fast): the proxy takes --host/--port, llama-server "
+        "moves behind it (default off; LLAMA_PROXY)",
+    )
+    meter.add_argument("--clients", metavar="FILE", help="with --proxy on: client names and limits by API key")
     run.set_defaults(handler=_run)
 
     doctor = sub.add_parser("doctor", help="check that the server binary and model work; print a summary")
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument("--force", action="store_true", help="SIGKILL at once, no grace period")
     stop.set_defaults(handler=_stop_all)
+    register_proxy(sub)
     return parser
 
 
@@ -106,7 +118,11 @@ def _run(args: argparse.Namespace) -> int:
         detach=args.detach,
         skip_vram_check=args.skip_vram_check,
         metrics_url=args.metrics_url,
+        proxy=args.proxy == "on",
+        clients_file=args.clients,
     )
+    if args.clients and not opts.proxy:
+        raise UserError("--clients needs --proxy on")
     return run(opts)
 
 

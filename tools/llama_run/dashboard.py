@@ -306,17 +306,21 @@ def render_dashboard(
     info: StaticInfo,
     now: Optional[float] = None,
     height: Optional[int] = None,
+    requests: Optional[RenderableType] = None,
 ) -> RenderableType:
     """The whole screen; `now` (wall clock, for the uptime) defaults to the newest snapshot's time.
-    With the screen `height` the log tail fills the rows the panels leave, else it shows LOG_LINES."""
+    With the screen `height` the log tail fills the rows the panels leave, else it shows LOG_LINES.
+    `requests` is the token-meter proxy's panel (requests_panel.requests_panel), when it runs."""
     snap = snapshots[-1] if snapshots else None
     if now is None and snap is not None:
         now = snap.wall
+    extra = [Panel(requests, title="requests (token-meter proxy)", title_align="left")] if requests else []
     tops = [
         Group(
             _header(snap, info, now),
             Panel(_tokens(snapshots), title="tokens", title_align="left"),
             _row([("requests & slots", _slots(snap, per_slot_rows=full), 2), ("system", _system(snap), 3)]),
+            *extra,
         )
         for full in (True, False)
     ]

@@ -15,6 +15,8 @@ from tools.llama_bench.monitor.windows import WindowStats, window_stats
 from tools.llama_bench.ticker import Ticker
 from tools.llama_bench.utils import fmt_bytes, fmt_float
 
+from .proxy.records import req_line
+from .proxyview import ProxyView, proxy_line
 from .session import Session, StopReason
 
 WINDOWS = (("now", 0.0), ("1m", 60.0), ("15m", 900.0), ("all", None))
@@ -107,43 +109,64 @@ def format_block(snapshots: List[Snapshot]) -> List[str]:
 
 
 def run_plain(session: Session) -> StopReason:
-    """Sample every interval and print a block every stats interval; returns why it stopped.
+    """Sample every interval and print a block every stats interval; returns why it stopped. With the
+    token-meter proxy, every finished request is a `[req]` line as it finishes.
 
     However it stops (Ctrl-C, SIGTERM, --duration, the server exiting), a last sample is taken and a
     final block printed, so a request that finished just before the stop is in the totals."""
     server = session.server
     monitor = Monitor(session.monitor_url, session.interval, api_key=server.api_key, pid=server.pid)
+    proxy = ProxyView(session.proxy_url, server.api_key, session.interval) if session.proxy_url else None
     try:
-        return _loop(session, monitor)
+        return _loop(session, monitor, proxy)
     finally:
-        _final_block(session, monitor)
+        _final_block(session, monitor, proxy)
         monitor.stop()
+        if proxy is not None:
+            proxy.stop()
 
 
-def _loop(session: Session, monitor: Monitor) -> StopReason:
-    server = session.server
+def _requests(proxy: Optional[ProxyView]) -> None:
+    snap = proxy.poll() if proxy is not None else None
+    if proxy is not None and snap is not None:
+        for rec in proxy.newly_finished(snap):
+            print(req_line(rec), flush=True)
+
+
+def _block(snapshots: List[Snapshot], proxy: Optional[ProxyView]) -> str:
+    lines = format_block(snapshots)
+    if proxy is not None:
+        lines.append(proxy_line(proxy))
+    return "\n".join(lines)
+
+
+def _loop(session: Session, monitor: Monitor, proxy: Optional[ProxyView]) -> StopReason:
     samples, prints = Ticker(session.interval), Ticker(session.stats_interval)
     while True:
         stopping.check()
-        if server.poll() is not None:
-            return StopReason.SERVER_EXIT
+        gone = session.exited()
+        if gone is not None:
+            return gone
         if not samples.wait(session.deadline):
             return StopReason.DURATION
         stopping.check()
-        if server.poll() is not None:
-            return StopReason.SERVER_EXIT
+        gone = session.exited()
+        if gone is not None:
+            return gone
         monitor.sample()
+        _requests(proxy)
         if prints.due():
-            print("\n".join(format_block(monitor.snapshots())), flush=True)
+            print(_block(monitor.snapshots(), proxy), flush=True)
 
 
-def _final_block(session: Session, monitor: Monitor) -> None:
+def _final_block(session: Session, monitor: Monitor, proxy: Optional[ProxyView]) -> None:
     stopping.ignore()  # a second Ctrl-C must not cut the final block (the runner stops the server next)
     try:
         if session.server.poll() is None:
             monitor.sample()
+            _requests(proxy)
         snapshots = monitor.snapshots()
         if snapshots:
-            print("\n".join(format_block(snapshots)), flush=True)
+            print(_block(snapshots, proxy), flush=True)
     except Exception as exc:  # the final summary is best effort: the server is stopped whatever happens here
         print(f"[warn] no final stats: {exc}", flush=True)

@@ -62,7 +62,8 @@ def ps(as_json: bool = False) -> int:
     print(f"{'PID':>7}  {'PORT':>5}  {'UPTIME':>8}  {'BY':<13}  MODEL")
     for s in servers:
         model = _model_text(s, infos[s.pid])
-        print(f"{s.pid:>7}  {s.port or '-':>5}  {fmt_duration(s.uptime):>8}  {_by(s):<13}  {model}")
+        port = f"{s.public_port}>{s.port}" if s.public_port else str(s.port or "-")  # proxy port > server port
+        print(f"{s.pid:>7}  {port:>5}  {fmt_duration(s.uptime):>8}  {_by(s):<13}  {model}")
     return ExitStatus.OK
 
 
@@ -74,8 +75,8 @@ class StopFilter:
     pids: Optional[List[int]] = None
 
     def matches(self, s: ServerProcess) -> bool:
-        if self.ports is not None and s.port not in self.ports:
-            return False
+        if self.ports is not None and s.port not in self.ports and s.public_port not in self.ports:
+            return False  # a server behind the token-meter proxy is found by either port
         return self.pids is None or s.pid in self.pids
 
     def describe(self) -> str:

@@ -21,6 +21,8 @@ from tools.llama_bench import stopping
 from tools.llama_bench.monitor.sampler import Monitor, Snapshot
 
 from .dashboard import StaticInfo, render_dashboard
+from .proxyview import ProxyView
+from .requests_panel import requests_panel
 from .logtail import LogTail
 from .session import Session, StopReason
 
@@ -93,7 +95,7 @@ def run_tui(session: Session) -> StopReason:
     server = session.server
     info = StaticInfo(
         model=server.cfg.model,
-        url=server.base_url,
+        url=session.public_url,
         pid=server.pid,
         started_at=server.started_at,
         log_path=str(server.log_path) if server.log_path else None,
@@ -102,20 +104,24 @@ def run_tui(session: Session) -> StopReason:
     tail = LogTail(server.log_path, lines=200)  # enough to fill a tall terminal
     console = Console()
     monitor = Monitor(session.monitor_url, session.interval, api_key=server.api_key, pid=server.pid)
+    proxy = ProxyView(session.proxy_url, server.api_key, session.interval) if session.proxy_url else None
     # The alternate screen is redrawn in place from the top (no clearing, so no flicker) and cropped
     # to the terminal size on every frame, so a resize just changes the next frame.
     live = Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
     snapshots: List[Snapshot] = []
     reason = StopReason.USER
     monitor.start()
+    if proxy is not None:
+        proxy.start()
     try:
         with KeyReader(sys.stdin) as keys, live:
             drawn: Any = None
             drawn_at = 0.0
             while True:
                 stopping.check()
-                if server.poll() is not None:
-                    reason = StopReason.SERVER_EXIT
+                gone = session.exited()
+                if gone is not None:
+                    reason = gone
                     break
                 if session.duration_over():
                     reason = StopReason.DURATION
@@ -128,9 +134,12 @@ def run_tui(session: Session) -> StopReason:
                 # a bit over a second passed (so a 1 s sample and the clock do not both draw a frame):
                 # rendering is the costly part of this loop.
                 size = console.size
-                state = (id(latest), tail.version, size)
+                state = (id(latest), tail.version, size, id(proxy.latest) if proxy is not None else None)
                 if state != drawn or time.monotonic() - drawn_at >= 1.0 + FRAME_S:
-                    frame = render_dashboard(snapshots, tail.lines, info, now=time.time(), height=size.height)
+                    panel = requests_panel(proxy.latest, proxy.stream_tps) if proxy is not None else None
+                    frame = render_dashboard(
+                        snapshots, tail.lines, info, now=time.time(), height=size.height, requests=panel
+                    )
                     live.update(frame, refresh=True)
                     drawn, drawn_at = state, time.monotonic()
                 timeout = FRAME_S
@@ -140,6 +149,8 @@ def run_tui(session: Session) -> StopReason:
                     reason = StopReason.USER
                     break
     finally:
+        if proxy is not None:
+            proxy.stop()
         stopping.ignore()  # a second Ctrl-C must not cut the summary (the runner stops the server next)
         try:
             if server.poll() is None:

@@ -26,6 +26,7 @@ class ServerProcess:
     detached: bool = False
     owner_pid: Optional[int] = None  # the llama-run/llama-bench that started it (ours only)
     parent_pid: Optional[int] = None  # the llama-server it was started by (a router's model child)
+    public_port: Optional[int] = None  # the token-meter proxy's port in front of it (ours only)
 
     @property
     def uptime(self) -> float:
@@ -100,6 +101,7 @@ def find_servers() -> List[ServerProcess]:
                 log_path=entry.log_path if entry else None,
                 detached=entry.detached if entry else False,
                 owner_pid=entry.owner_pid if entry else None,
+                public_port=entry.public_port if entry else None,
             )
         )
     pids = {s.pid for s in found}

@@ -11,13 +11,13 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from tools.llama_bench.argtypes import port_type, positive_float, positive_int
 from tools.llama_bench.settings import DEFAULT_HOST, DEFAULT_PORT, setting
 from tools.llama_bench.utils import UserError
 
-from .config import (
+from .defaults import (
     DEFAULT_CLIENT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_BODY,
@@ -25,9 +25,11 @@ from .config import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_RECENT,
     DEFAULT_RETENTION_DAYS,
-    InjectMode,
-    ProxyConfig,
+    INJECT_MODES,
 )
+
+if TYPE_CHECKING:
+    from .config import ProxyConfig
 
 # Keys come from the environment when not given as flags (ManagedProxy passes them that way: `ps` shows
 # command lines, never environments).
@@ -91,8 +93,8 @@ def add_proxy_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--inject-usage",
-        choices=[str(m) for m in InjectMode],
-        default=str(InjectMode.AUTO),
+        choices=INJECT_MODES,
+        default="auto",
         help="add stream_options.include_usage to streaming OpenAI requests and strip the extra chunk: "
         "auto = only for upstreams other than llama.cpp (default auto)",
     )
@@ -125,8 +127,10 @@ def add_proxy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--parent-pid", type=positive_int, help=argparse.SUPPRESS)  # set by ManagedProxy
 
 
-def config_from_args(args: argparse.Namespace) -> ProxyConfig:
+def config_from_args(args: argparse.Namespace) -> "ProxyConfig":
     from tools.llama_bench.endpoint import check_api_key, normalize_endpoint
+
+    from .config import InjectMode, ProxyConfig
 
     if getattr(args, "extra_server_args", None):
         raise UserError("extra llama-server flags after -- only apply to `run` and `doctor`")

@@ -14,15 +14,15 @@ from tools.llama_bench.server.ports import check_bindable
 from tools.llama_bench.settings import state_base
 from tools.llama_bench.utils import StrEnum, UserError
 
-DEFAULT_PROXY_PORT = 11435
-# A 128k-token prompt is ~0.5-1 MB of JSON (text or token ids); 32 MiB leaves room for worst-case escaping.
-DEFAULT_MAX_BODY = 32 * 1024 * 1024
-DEFAULT_CONNECT_TIMEOUT = 10.0
-# No byte may come for this long (a long prefill, a long non-streamed answer): llama-server's own default.
-DEFAULT_READ_TIMEOUT = 3600.0
-DEFAULT_CLIENT_TIMEOUT = 60.0  # request head and body, and a client that stops reading
-DEFAULT_RETENTION_DAYS = 90.0
-DEFAULT_RECENT = 200  # finished requests kept in memory for /proxy/requests
+from .defaults import (  # noqa: F401  (re-exported: the proxy's defaults live there)
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_PROXY_PORT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RECENT,
+    DEFAULT_RETENTION_DAYS,
+)
 
 
 class InjectMode(StrEnum):
