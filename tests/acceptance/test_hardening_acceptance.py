@@ -505,6 +505,16 @@ def test_an_api_key_given_as_a_raw_flag_is_used_for_readiness_and_stats(model_fi
     assert "[warn]" not in live.text(), live.text()
 
 
+def test_an_api_key_from_llama_arg_api_key_is_used_for_readiness_and_stats(model_file: Path) -> None:
+    env = dict(os.environ, LLAMA_ARG_API_KEY="env-secret")  # llama-server reads it itself
+    port = free_port()
+    res = run_cli(LLAMA_RUN, *["run", "--llama-server", str(FAKE_SERVER), "--model", str(model_file),
+                               "--port", str(port), "--allow-multi-server", "--ui", "plain", "--interval", "0.2",
+                               "--stats-interval", "0.5", "--duration", "2"], env=env)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ready at" in res.stdout and "[tok] now:" in res.stdout and "[warn]" not in res.stdout
+
+
 def test_a_401_during_start_up_is_an_authentication_error_at_once(model_file: Path) -> None:
     started = time.monotonic()
     res = run_cli(LLAMA_RUN, "run", "--llama-server", str(FAKE_SERVER), "--model", str(model_file), "--port",

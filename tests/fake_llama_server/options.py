@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
@@ -124,8 +125,10 @@ def convert(flag: Flag, value: str) -> Any:
 
 
 def parse_args(argv: List[str], log: Log) -> Options:
-    """llama-server's flags (the ones that matter here); unknown flags are ignored with a warning."""
+    """llama-server's flags (the ones that matter here); unknown flags are ignored with a warning.
+    Like llama.cpp, LLAMA_ARG_API_KEY in the environment is the default of --api-key."""
     opts = Options()
+    opts.api_keys = [key for key in os.environ.get("LLAMA_ARG_API_KEY", "").split(",") if key]
     i = 0
     while i < len(argv):
         arg = argv[i]

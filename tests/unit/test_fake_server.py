@@ -440,3 +440,19 @@ def test_hanging_up_cancels_the_task_with_llama_cpps_log_lines_and_frees_the_slo
     assert f" W srv          stop: cancel task, id_task = {task}" in text
     assert "print_timing" not in text
     assert wait_until(lambda: not any(s["is_processing"] for s in http("GET", fake_server.base + "/slots")[1]), 10)
+
+
+def test_llama_arg_api_key_from_the_environment_is_required_like_the_real_server(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ, LLAMA_ARG_API_KEY="env-secret")
+    proc = subprocess.Popen([str(FAKE_SERVER), "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), 30)
+        assert http("GET", f"http://127.0.0.1:{port}/v1/models")[0] == 401
+        assert (
+            http("GET", f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer env-secret"})[0] == 200
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
