@@ -16,6 +16,7 @@ from .httpio import read_request, response_head
 from .log import Log
 from .metrics import Metrics
 from .options import Options, UsageError, parse_args, usage
+from .router import Router, exit_with_router
 from .slots import SlotPool
 from .vocab import Vocab
 
@@ -38,6 +39,7 @@ class FakeServer:
         model_name = opts.alias or opts.model or "fake-model"
         self.engine = Engine(opts, log, self.vocab, self.pool, self.metrics, model_name)
         self.routes = Handlers(opts, log, self.vocab, self.pool, self.metrics, self.engine).routes()
+        self.router = Router(opts, log) if opts.models_dir else None
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -98,6 +100,8 @@ class FakeServer:
         if self.opts.api_keys and req.path not in PUBLIC_PATHS and not self.authorized(req):
             self.log.srv("W", "operator()", "unauthorized: Invalid API Key")
             return json_response(401, AUTH_ERROR)
+        if self.router is not None:
+            return await self.router.route(req, stream)
         handler = self.routes.get((req.method, req.path))
         if handler is None:
             return json_response(404, NOT_FOUND_ERROR)
@@ -133,6 +137,8 @@ class FakeServer:
             log.srv("E", "llama_server", f"couldn't bind HTTP server socket, hostname: {opts.host}, port: {opts.port}")
             log.srv("E", "llama_server", f"exiting due to HTTP server error ({exc.strerror})")
             return 1
+        if self.router is not None:
+            return await self.run_router(server, stop)
         # The port is open while the model loads: every endpoint answers 503 until then.
         log.srv("I", "load_model", f"loading model '{opts.model}'")
         if self.model_is_not_gguf():
@@ -151,6 +157,19 @@ class FakeServer:
             log.srv("I", "llama_server", f"listening on http://{opts.host}:{opts.port}")
             await stopping
         log.srv("I", "operator()", "operator(): cleaning up before exit...")
+        return 0
+
+    async def run_router(self, server: asyncio.AbstractServer, stop: asyncio.Event) -> int:
+        assert self.router is not None
+        log = self.log
+        log.srv("I", "llama_server", "starting server in router mode. models will be automatically loaded on-demand")
+        log.srv("I", "llama_server", f"available models: {len(self.router.models)}")
+        self.loaded = True
+        log.srv("I", "llama_server", f"listening on http://{self.opts.host}:{self.opts.port}")
+        await stop.wait()
+        server.close()
+        log.srv("I", "operator()", "operator(): cleaning up before exit...")
+        await self.router.stop()
         return 0
 
     def model_is_not_gguf(self) -> bool:
@@ -200,6 +219,7 @@ def set_process_name(name: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     set_process_name("llama-server")
+    exit_with_router()
     log = Log()
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv, log)

@@ -15,6 +15,7 @@ AUTO_SLOTS = 4  # what `-np -1` (auto) resolves to
 @dataclass
 class Options:
     model: str = ""
+    models_dir: str = ""  # router mode
     host: str = "127.0.0.1"
     port: int = 8080
     ctx_size: int = 4096
@@ -66,6 +67,7 @@ FLAGS = [
     Flag(("-h", "--help", "--usage"), "action", "action", "", "print usage and exit"),
     Flag(("--version",), "action", "action", "", "show version and build info"),
     Flag(("-m", "--model"), "model", "str", "FNAME", "model path to load"),
+    Flag(("--models-dir",), "models_dir", "str", "PATH", "router mode: serve every GGUF in PATH, loaded on demand"),
     Flag(("--host",), "host", "str", "HOST", "IP address to listen on (default: 127.0.0.1)"),
     Flag(("--port",), "port", "int", "PORT", "port to listen (default: 8080)"),
     Flag(("-c", "--ctx-size"), "ctx_size", "int", "N", "size of the prompt context (default: 4096, 0 = from model)"),

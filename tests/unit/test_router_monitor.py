@@ -66,3 +66,19 @@ def test_counters_of_all_loaded_models_add_up_and_survive_unload_and_reload() ->
     router.models = {"alpha": ("loaded", metrics(5, 2)), "beta": ("loaded", metrics(31, 8))}
     values, _, _ = scraper.scrape(router)  # type: ignore[arg-type]
     assert values["prompt_tokens_total"] == 66  # reloaded, counting from zero again: +5, never negative
+
+
+def test_the_token_counters_exist_at_zero_before_any_model_is_loaded() -> None:
+    """A counter that first appeared with the first loaded model would be taken as its baseline and the
+    model's first requests (the ones that loaded it) never shown."""
+    from tools.llama_bench.monitor.metrics import MetricsSample, RateTracker
+
+    router, scraper, tracker = Router(), RouterScraper(), RateTracker()
+    router.models = {"alpha": ("unloaded", "")}
+    values, _, _ = scraper.scrape(router)  # type: ignore[arg-type]
+    assert values["tokens_predicted_total"] == 0 and values["prompt_tokens_total"] == 0
+    tracker.update(MetricsSample(t=0.0, values=values))
+    router.models = {"alpha": ("loaded", metrics(31, 8))}
+    values, _, _ = scraper.scrape(router)  # type: ignore[arg-type]
+    rates = tracker.update(MetricsSample(t=1.0, values=values))
+    assert rates.gen_tokens_total == 8

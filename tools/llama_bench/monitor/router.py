@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from ..http import HttpClient, HttpError
-from .metrics import parse_metrics
+from .metrics import GEN_COUNTER, PROMPT_COUNTER, parse_metrics
 from .slots import SlotsSummary, summarize_slots
 
 GAUGES = ("requests_processing", "requests_deferred")
@@ -51,7 +51,10 @@ def _models(client: HttpClient) -> List[Tuple[str, str]]:
 class RouterScraper:
     def __init__(self) -> None:
         self._last: Dict[Tuple[str, str], float] = {}  # (model, counter) -> last raw value
-        self._cum: Dict[str, float] = {}  # counter -> sum of every model's increases since the start
+        # counter -> sum of every model's increases since the start. The token counters exist from the
+        # first scrape, at zero while no model is loaded: a counter that first appeared with the first
+        # loaded model would be taken as its baseline and that model's first requests never counted.
+        self._cum: Dict[str, float] = {PROMPT_COUNTER: 0.0, GEN_COUNTER: 0.0}
         self._started = False
 
     def scrape(self, client: HttpClient) -> Tuple[Dict[str, float], Optional[SlotsSummary], List[ModelState]]:
