@@ -4,7 +4,6 @@ numbers are known), degrading when parts are missing, and the command's paths an
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import re
@@ -32,35 +31,12 @@ SLOTS_CHARTS = {"slots-busy", "slots-fill", "slots-tokens"}  # the /slots series
 FAST = ("--token-interval-ms", "2", "--prompt-tps", "20000")  # a quick fake server
 # `llama-bench report` through cli.py when it registers the command, else through the same parser plus
 # report_args.register (what cli.py's one line does).
-SHIM = """
-import argparse, sys
-from tools.llama_bench import cli
-from tools.llama_bench.bench import report_args
-from tools.llama_bench.entry import main
-def build():
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "report" not in sub.choices:
-        report_args.register(sub)
-    return parser
-sys.exit(main("llama-bench", build, sys.argv[1:]))
-"""
-
-
-def cli_registers_report() -> bool:
-    from tools.llama_bench import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return "report" in sub.choices
+# llama-bench in-process, so that a test can hide a package from it first.
+ENTRY = "import sys; from tools.llama_bench.cli import main; sys.exit(main(sys.argv[1:]))\n"
 
 
 def report_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    if cli_registers_report():
-        return run_cli(LLAMA_BENCH, "report", *args, **kwargs)
-    return subprocess.run(
-        [sys.executable, "-c", SHIM, "report", *args], capture_output=True, text=True, timeout=120, cwd=REPO, **kwargs
-    )
+    return run_cli(LLAMA_BENCH, "report", *args, **kwargs)
 
 
 def run_benchmark(port: int, out: Path, *args: str) -> Dict[str, Any]:
@@ -349,7 +325,7 @@ def test_png_without_matplotlib_is_one_line_exit_3_and_nothing_written(tmp_path:
     hide = "import sys; sys.modules['matplotlib'] = None\n"  # what a machine without matplotlib sees
     args = ["report", str(doc), "--html", str(tmp_path / "o.html"), "--png", str(tmp_path)]
     res = subprocess.run(
-        [sys.executable, "-c", hide + SHIM, *args], capture_output=True, text=True, timeout=120, cwd=REPO
+        [sys.executable, "-c", hide + ENTRY, *args], capture_output=True, text=True, timeout=120, cwd=REPO
     )
     assert res.returncode == 3 and "missing Python package 'matplotlib'" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.html").exists()
@@ -384,7 +360,5 @@ def test_help_stays_light() -> None:
 
 
 def test_llama_bench_wrapper_offers_report() -> None:
-    if not cli_registers_report():
-        pytest.skip("tools/llama_bench/cli.py does not register `report` yet (report_args.register(sub))")
     res = run_cli(LLAMA_BENCH, "report", "--help")
     assert res.returncode == 0 and "--html" in res.stdout and "--png" in res.stdout
