@@ -76,6 +76,7 @@ def test_rate_capacity_is_slots_over_service_time(tmp_path: Path) -> None:
     # The curve: one point per step, sorted by rate, with latency, throughput and goodput.
     curve = cap["curve"]
     assert len(curve) == cap["steps"] >= 3 and [p["value"] for p in curve] == sorted(p["value"] for p in curve)
+    assert sorted(p["step"] for p in curve) == list(range(1, len(curve) + 1))  # and the order they ran in
     for point in curve:
         for key in ("ttft_p50", "ttft_p99", "tpot_p50", "requests_per_s", "goodput_rps", "slo_good_share"):
             assert key in point

@@ -119,6 +119,26 @@ def test_max_rate_caps_the_search_and_says_at_least() -> None:
     assert "at least 5 req/s" in capacity_line(result)
 
 
+def test_an_slo_that_holds_when_a_step_is_one_burst_says_at_least_instead_of_doubling_on() -> None:
+    # 4 slots of 0.2 s: the bracket starts at 10 req/s; at 40 req/s a step's 6 arrivals span 0.125 s, less
+    # than one service time, so every higher rate would send the same burst.
+    s = search(CapacityParams(requests_per_step=6))
+    cells = drive(s, lambda v: True)
+    result = s.result()
+    assert result["outcome"] == Outcome.AT_LEAST and result["capacity"] == pytest.approx(40.0)
+    assert [c.rate for c in cells[1:]] == pytest.approx([10.0, 20.0, 40.0])
+    assert "arrive within one service time" in (result["reason"] or "")
+    assert "at least 40 req/s" in capacity_line(result)
+
+
+def test_without_a_step_size_the_steps_grow_with_the_rate_and_the_search_still_ends() -> None:
+    s = search(CapacityParams(max_steps=40))
+    cells = drive(s, lambda v: True)
+    result = s.result()
+    assert result["outcome"] == Outcome.AT_LEAST and result["capacity"] >= 2000 / 0.2
+    assert cells[-1].num_requests == 2000
+
+
 def test_an_slo_missed_at_a_light_load_means_capacity_zero() -> None:
     s = search(CapacityParams())
     cells = drive(s, lambda v: False, calibration_ok=False)

@@ -5,7 +5,8 @@
    rates. If these requests miss the SLO, one step at a light load (concurrency 1, or an eighth of the
    estimate) decides: when it misses too, the capacity is 0.
 2. Bracket: from half the estimate, double while the SLO holds and halve while it does not, until a
-   passing and a failing step enclose the boundary (or --max-rate / --max-concurrency passes).
+   passing and a failing step enclose the boundary (or --max-rate / --max-concurrency passes, or a
+   step's arrivals all fall within one service time: a higher rate would send the same burst).
 3. Bisect (geometric for rates, integers for concurrency) until the bracket is narrower than
    --precision (10 %: upper <= lower x 1.1).
 4. Re-check the boundary: the highest passing step runs again with new arrivals; if it fails now it
@@ -154,7 +155,8 @@ class CapacitySearch:
         passed = step_passed(finished)
         step["passed"] = passed
         value = float(step.get("value") or 0.0)
-        return self._decide(value, passed, step.get("phase") == Phase.RECHECK, bool(step.get("light")))
+        recheck, light = step.get("phase") == Phase.RECHECK, bool(step.get("light"))
+        return self._decide(value, passed, recheck, light, self._burst(finished))
 
     # -- the search ------------------------------------------------------------------------------
     def _passed(self, cell: Cell) -> bool:
@@ -179,7 +181,9 @@ class CapacitySearch:
             step.step["light"] = True
         return step
 
-    def _decide(self, value: float, passed: bool, recheck: bool, light: bool = False) -> Optional[Cell]:
+    def _decide(
+        self, value: float, passed: bool, recheck: bool, light: bool = False, burst: bool = False
+    ) -> Optional[Cell]:
         if light and not passed:
             return self._end(Outcome.NONE, "the SLO is not met even at a light load (requests one at a time missed it)")
         if passed:
@@ -199,6 +203,12 @@ class CapacitySearch:
             assert lo is not None
             if self.max_value is not None and lo >= self.max_value:
                 return self._end(Outcome.AT_LEAST, f"the SLO holds at the maximum tried ({self.max_value:g})")
+            if burst:  # all of a step's requests arrive at once already: a higher rate is the same step
+                return self._end(
+                    Outcome.AT_LEAST,
+                    f"the SLO holds at {lo:g} req/s, where a step's requests all arrive within one service time:"
+                    " a higher rate loads the server no further (more --requests-per-step would)",
+                )
             return self._step(Phase.BRACKET, self._clamp(self._up(lo)))
         if lo is None:  # nothing passed yet: go down
             down = self._down(hi)
@@ -211,6 +221,12 @@ class CapacitySearch:
             return self._end(Outcome.FOUND, None)
         self._rechecks += 1
         return self._step(Phase.RECHECK, lo)
+
+    def _burst(self, cell: Cell) -> bool:
+        """Whether a rate step's arrivals all fall within one service time: doubling it changes nothing."""
+        if self.cap.by is not SearchBy.RATE or not cell.rate or not self.service_time_s:
+            return False
+        return (cell.num_requests - 1) / cell.rate <= self.service_time_s
 
     def _min_step(self, calibration: Cell) -> float:
         """Seconds a rate step must last for an overload of --precision to push a TTFT/E2E bound over."""
@@ -356,6 +372,7 @@ def curve(cells: List[Cell]) -> List[Dict[str, Any]]:
         points.append(
             {
                 "cell": cell.label,
+                "step": step.get("index"),  # the order it ran in (the curve is sorted by value)
                 "phase": step.get("phase"),
                 "value": step.get("value"),
                 "rate": cell.rate,
