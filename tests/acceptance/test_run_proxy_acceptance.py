@@ -113,9 +113,15 @@ def test_ps_and_stop_all_know_the_public_port(model_file: Path) -> None:
     "flags, needle",
     [(["--proxy", "on", "--detach"], "--detach leaves only the server running"),
      (["--clients", "/nonexistent.toml"], "--clients needs --proxy on"),
-     (["--proxy", "on", "--clients", "/nonexistent.toml"], "no such file")],
+     (["--proxy", "on", "--clients", "/nonexistent.toml"], "no such file"),
+     (["--proxy", "on", "--clients", "BAD"], "not valid TOML")],
 )  # fmt: skip
-def test_proxy_flag_combinations_are_checked_first(model_file: Path, flags: List[str], needle: str) -> None:
+def test_proxy_flag_combinations_are_checked_first(
+    model_file: Path, tmp_path: Path, flags: List[str], needle: str
+) -> None:
+    bad = tmp_path / "clients.toml"
+    bad.write_text("[clients.alice\nkey = 1\n", encoding="utf-8")  # before the model loads, not after
+    flags = [str(bad) if f == "BAD" else f for f in flags]
     args = ["run", "--llama-server", str(FAKE_SERVER), "--model", str(model_file), "--port", str(free_port()),
             "--allow-multi-server", *flags]  # fmt: skip
     res = run_cli(LLAMA_RUN, *args)

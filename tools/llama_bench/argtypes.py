@@ -40,16 +40,22 @@ def port_type(text: str) -> int:
     return value
 
 
+# No flag means more than this; far larger values only overflow something later (a deque, a timestamp).
+MAX_NUMBER = 1e12
+
+
 def _number(text: str, cast: type, minimum: float, strict: bool) -> Any:
-    """Parse `text` with `cast` and require > minimum (strict) or >= minimum."""
+    """Parse `text` with `cast` and require > minimum (strict) or >= minimum, and at most MAX_NUMBER."""
     bound = f"{'>' if strict else '>='} {minimum:g}"
     kind = "a whole number" if cast is int else "a number"
     try:
         value = cast(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value '{text}': expected {kind} {bound}") from None
-    if not (value > minimum if strict else value >= minimum) or value == float("inf"):
+    if not (value > minimum if strict else value >= minimum):  # NaN fails this too
         raise argparse.ArgumentTypeError(f"invalid value {text}: expected {kind} {bound}")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"invalid value {text}: expected {kind} {bound} and at most {MAX_NUMBER:g}")
     return value
 
 

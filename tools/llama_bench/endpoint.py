@@ -51,7 +51,10 @@ def normalize_endpoint(url: str, flag: str = "--endpoint") -> str:
     """Validate an http(s) URL and return the server's base URL (API paths and trailing / removed)."""
     text = (url or "").strip()
     example = "such as http://127.0.0.1:11433"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise UserError(f"{flag} must be an http(s) URL {example}, got '{url}'") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"{flag} must be an http(s) URL {example}, got '{url}'")
     try:

@@ -65,8 +65,12 @@ def _behind_proxy(opts: RunOptions) -> Tuple[ServerConfig, Optional["ManagedProx
     internal = replace(public, host="127.0.0.1", port=free_port())
     key = internal.client_api_key
     clients = Path(opts.clients_file).expanduser() if opts.clients_file else None
-    if clients is not None and not clients.is_file():
-        raise UserError(f"--clients {clients}: no such file")
+    if clients is not None:
+        from .proxy.identity import load_clients
+
+        if not clients.is_file():
+            raise UserError(f"--clients {clients}: no such file")
+        load_clients(clients)  # a mistake in it is said now, not after the model has loaded
     proxy = ManagedProxy(
         ProxyConfig(
             upstream=internal.base_url,

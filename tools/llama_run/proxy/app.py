@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from tools.llama_bench.endpoint import url_for
 from tools.llama_bench.utils import ExitStatus, UserError
@@ -81,6 +81,10 @@ class ProxyApp:
         if not request.raw_path.startswith("/"):
             return error_response(
                 400, "absolute URIs are refused: this proxy only forwards to its upstream", "invalid_request_error"
+            )
+        if self.upstream.looped(request.headers):
+            return error_response(
+                508, "the upstream forwards back to this proxy (a loop): point --upstream at the server", "loop"
             )
         path = request.path
         if self.config.api_key and path not in PUBLIC_PATHS and request.method != "OPTIONS":
@@ -155,6 +159,7 @@ class ProxyApp:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop_event.set)
         await self.upstream.open()
+        await self._learn_upstream()  # before the first client: whether usage must be injected (5 s at most)
         server = web.Server(
             self.handle,
             handler_cancellation=True,  # a client that goes away cancels its request (and the upstream's)
@@ -172,7 +177,7 @@ class ProxyApp:
             await runner.cleanup()
             await self.upstream.close()
             raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
-        tasks = [asyncio.ensure_future(self._learn_upstream())]
+        tasks: List[Any] = []
         if cfg.parent_pid is not None:
             tasks.append(asyncio.ensure_future(self._watch_parent()))
         history = f"history {cfg.database}" if self.store is not None else "no history"

@@ -38,6 +38,7 @@ UPSTREAM_KEY_ENV = "LLAMA_PROXY_UPSTREAM_API_KEY"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _SPAN_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+MAX_SPAN_S = 50 * 365.25 * 86400.0
 
 
 def byte_size(text: str) -> int:
@@ -58,7 +59,10 @@ def time_span(text: str) -> Optional[float]:
     m = _SPAN.match(text)
     if not m or float(m.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"invalid period '{text}': expected e.g. 90s, 30m, 24h, 7d, 2w or all")
-    return float(m.group(1)) * _SPAN_UNITS[m.group(2).lower()]
+    seconds = float(m.group(1)) * _SPAN_UNITS[m.group(2).lower()]
+    if seconds > MAX_SPAN_S:  # before 1970 as a start: 'all' says it
+        raise argparse.ArgumentTypeError(f"invalid period '{text}': at most 50 years (or all)")
+    return seconds
 
 
 def add_proxy_args(p: argparse.ArgumentParser) -> None:

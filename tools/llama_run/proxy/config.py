@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Set
+from urllib.parse import urlsplit
 
 from tools.llama_bench.endpoint import url_for
 from tools.llama_bench.server.ports import check_bindable
@@ -31,6 +32,27 @@ class InjectMode(StrEnum):
     AUTO = "auto"  # only when the upstream is not llama.cpp (llama.cpp always reports timings)
     ALWAYS = "always"
     NEVER = "never"
+
+
+def _loopback(host: str) -> Set[int]:
+    """The address families in which `host` is (or, listening on all, includes) this machine's loopback."""
+    if host.startswith("127.") or host == "0.0.0.0":
+        return {4}
+    if host == "::1":
+        return {6}
+    if host in ("localhost", "", "::") or host.endswith(".localhost"):  # "::" takes IPv4 too (dual stack)
+        return {4, 6}
+    return set()
+
+
+def same_listener(host: str, port: int, upstream: str) -> bool:
+    """Whether `upstream` names the proxy's own socket under another name (localhost for 127.0.0.1, a
+    loopback address while it listens on all). Names that only DNS knows are caught at run time (upstream.py)."""
+    parts = urlsplit(upstream)
+    if (parts.port or (443 if parts.scheme == "https" else 80)) != port:
+        return False
+    up, me = (parts.hostname or "").lower(), host.strip().strip("[]").lower()
+    return up == me or bool(_loopback(up) & _loopback(me))
 
 
 def default_db_path() -> Path:
@@ -63,7 +85,9 @@ class ProxyConfig:
 
     def check(self) -> None:
         """What must hold before a proxy starts: an upstream that is not the proxy itself, a port it can bind."""
-        if url_for(self.host, self.port) == self.upstream.rstrip("/"):
+        if url_for(self.host, self.port) == self.upstream.rstrip("/") or same_listener(
+            self.host, self.port, self.upstream
+        ):
             raise UserError(f"--upstream {self.upstream} is the proxy's own address; point it at the server")
         if self.max_body < 1024:
             raise UserError("--max-body must be at least 1 KiB")

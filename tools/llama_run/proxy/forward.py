@@ -12,40 +12,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sys
 import time
-from typing import Any, AsyncIterator, Awaitable, List, Optional, Tuple, TypeVar
+from typing import Any, AsyncIterator, List, Optional, Tuple
 
 from .config import ProxyConfig
 from .errors import error_response, rate_limited
-from .identity import ClientsTable, identify
+from .identity import ClaimedName, ClientsTable, NameBook, identify
 from .inject import UsageStripper, inject_body, wants_injection
 from .ledger import Ledger
 from .limits import Limiter
 from .meter import RequestMeter, error_message
 from .records import Endpoint, Outcome, RequestRecord
-from .upstream import Upstream, request_headers, response_headers, upstream_failure
+from .upstream import Upstream, request_headers, response_headers, upstream_failure, within
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-T = TypeVar("T")
 _decode = json.JSONDecoder().decode
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-if sys.version_info >= (3, 11):
-
-    async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-        """`await awaitable`, or asyncio.TimeoutError after `seconds` (3.11+: a timer, no extra task)."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-        return await asyncio.wait_for(awaitable, seconds)
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,6 +54,7 @@ class Forwarder:
         self.ledger = ledger
         self.limiter = limiter
         self.table = table
+        self.names = NameBook()
 
     # -- request bodies ---------------------------------------------------------------------------
 
@@ -84,13 +70,14 @@ class Forwarder:
         content = request.content
         parts: List[bytes] = []
         size = 0
+        deadline = time.monotonic() + timeout  # for the whole body: a byte now and then does not extend it
         while True:
             # What has arrived is taken without waiting (a small body comes with the head): no timer, no task.
             chunk = content.read_nowait()
             if not chunk:
                 if content.is_eof():
                     return b"".join(parts)
-                chunk = await within(timeout, content.readany())
+                chunk = await within(deadline - time.monotonic(), content.readany())
                 if not chunk:
                     return b"".join(parts)
             size += len(chunk)
@@ -100,10 +87,11 @@ class Forwarder:
 
     async def _body_stream(self, request: Any, why: List[str]) -> AsyncIterator[bytes]:
         """The body as it arrives, bounded; `why` says what stopped it (the client library wraps our error)."""
-        limit, timeout, size = self.config.max_body, self.config.client_timeout, 0
+        limit, size = self.config.max_body, 0
+        deadline = time.monotonic() + self.config.client_timeout  # for the whole body, as in read_body
         while True:
             try:
-                chunk = await within(timeout, request.content.readany())
+                chunk = await within(deadline - time.monotonic(), request.content.readany())
             except asyncio.TimeoutError:
                 why.append("timeout")
                 raise
@@ -161,7 +149,10 @@ class Forwarder:
 
     async def metered(self, request: Any, endpoint: Endpoint) -> Any:
         t0 = time.monotonic()
-        who = identify(request.headers, request.remote, self.table)
+        try:
+            who = identify(request.headers, request.remote, self.table, self.names)
+        except ClaimedName as exc:
+            return error_response(401, str(exc), "authentication_error")
         rec = RequestRecord(
             id=self.ledger.next_id(),
             client=who.name,

@@ -1,6 +1,7 @@
 """Who sent a request: a client listed in --clients by its API key, else `X-Client-Name`, else a short
-sha256 fingerprint of the API key (never the key), else the client's address. Also the --clients file
-itself (TOML or JSON): names and per-client limits."""
+sha256 fingerprint of the API key (never the key), else the client's address. The name of a client listed
+with a key is its key's alone; past MAX_CLIENTS unlisted names, new ones count together as "other". Also
+the --clients file itself (TOML or JSON): names and per-client limits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 from tools.llama_bench.utils import UserError, require
 
@@ -18,6 +19,8 @@ from .records import IdentitySource
 
 NAME_HEADER = "X-Client-Name"
 MAX_NAME = 64
+MAX_CLIENTS = 1000  # unlisted client names kept apart; later ones are counted together as OTHER
+OTHER = "other"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@/+-]+")
 LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 
@@ -38,9 +41,18 @@ class ClientsTable:
     by_key_hash: Dict[str, str] = field(default_factory=dict)  # full sha256 hex of a key -> client name
     limits: Dict[str, ClientLimits] = field(default_factory=dict)  # client name -> its limits
     default: ClientLimits = field(default_factory=ClientLimits)  # everyone not listed
+    keyed: Set[str] = field(default_factory=set)  # names that only their key may use
 
     def limits_for(self, name: str) -> ClientLimits:
         return self.limits.get(name, self.default)
+
+
+class ClaimedName(Exception):
+    """X-Client-Name names a client listed with a key, without that key: nobody may spend its quota."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"client '{name}' is listed with a key: send its key (Authorization: Bearer ...)")
+        self.name = name
 
 
 @dataclass
@@ -75,7 +87,27 @@ def request_key(headers: Mapping[str, str]) -> Optional[str]:
     return headers.get("X-Api-Key", "").strip() or None
 
 
-def identify(headers: Mapping[str, str], peer: Optional[str], table: ClientsTable) -> Identity:
+class NameBook:
+    """The names of unlisted clients seen so far, at most `limit`: anyone can make up a name (or a key),
+    and each name is a metrics series, a rate-limit window and a row in /proxy/requests."""
+
+    def __init__(self, limit: int = MAX_CLIENTS) -> None:
+        self.limit = limit
+        self.names: Set[str] = set()
+
+    def admit(self, name: str, listed: bool) -> str:
+        if listed or name in self.names:
+            return name
+        if len(self.names) >= self.limit:
+            return OTHER
+        self.names.add(name)
+        return name
+
+
+def identify(
+    headers: Mapping[str, str], peer: Optional[str], table: ClientsTable, book: Optional[NameBook] = None
+) -> Identity:
+    book = book if book is not None else NameBook()
     key = request_key(headers)
     if key is not None:
         listed = table.by_key_hash.get(key_hash(key))
@@ -83,12 +115,14 @@ def identify(headers: Mapping[str, str], peer: Optional[str], table: ClientsTabl
             return Identity(listed, IdentitySource.CLIENTS_FILE, table.limits_for(listed))
     name = clean_name(headers.get(NAME_HEADER, ""))
     if name is not None:
+        if name in table.keyed:
+            raise ClaimedName(name)
+        name = book.admit(name, listed=name in table.limits)
         return Identity(name, IdentitySource.HEADER, table.limits_for(name))
     if key is not None:
-        name = fingerprint(key)
-        return Identity(name, IdentitySource.KEY, table.default)
+        return Identity(book.admit(fingerprint(key), False), IdentitySource.KEY, table.default)
     name = clean_name(peer or "") or "unknown"
-    return Identity(name, IdentitySource.ADDRESS, table.default)
+    return Identity(book.admit(name, False), IdentitySource.ADDRESS, table.default)
 
 
 # -- the --clients file ---------------------------------------------------------------------------
@@ -148,6 +182,8 @@ def parse_clients(data: Any, origin: str) -> ClientsTable:
             if other is not None and other != name:
                 raise UserError(f"{where}: the same key is also listed for '{other}'")
             table.by_key_hash[h] = name
+        if hashes:
+            table.keyed.add(name)
     return table
 
 

@@ -52,24 +52,50 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
 PRAGMA user_version = 1;
+PRAGMA application_id = 1819048307;
 """
+APPLICATION_ID = 1819048307  # 0x6c6c7573, "llus": this file is a llama-run usage history
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 PRUNE_EVERY = 3600.0
 FLUSH_S = 0.5  # at most this much history is lost to a SIGKILL
 Row = Tuple[object, ...]
 
 
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+
+
+def is_ours(conn: sqlite3.Connection) -> bool:
+    """Whether a database is a usage history (or empty): another program's SQLite file is never touched."""
+    if conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        return True
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables.discard("sqlite_sequence")
+    if not tables:
+        return True
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
+    return tables == {"requests"} and columns == {"id", *COLUMNS}  # written before the application id
+
+
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    """A connection to the history (created with its schema unless `readonly`); UserError when unusable."""
+    """A connection to the history (created with its schema unless `readonly`); UserError when unusable
+    or when the file is another program's database (checked read-only, before anything is written)."""
     try:
+        if path.exists():
+            probe = _open_readonly(path)
+            try:
+                ours = is_ours(probe)
+            finally:
+                probe.close()
+            if not ours:
+                raise UserError(f"{path} is another program's database, not a usage history: give another --db")
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last batch at most
-            conn.executescript(SCHEMA)
+            return _open_readonly(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses the last batch at most
+        conn.executescript(SCHEMA)
         return conn
     except (sqlite3.Error, OSError) as exc:
         raise UserError(f"cannot open the usage history {path}: {exc}") from None

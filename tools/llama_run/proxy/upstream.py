@@ -4,7 +4,9 @@ which headers are hop-by-hop (never forwarded), and what a failed exchange with 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional, Set, Tuple
+import secrets
+import sys
+from typing import Any, Awaitable, Dict, Optional, Set, Tuple, TypeVar
 
 from .config import ProxyConfig
 
@@ -13,8 +15,24 @@ HOP_BY_HOP = frozenset(
     + ("trailer", "transfer-encoding", "upgrade")
 )
 REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
+# Each proxy adds its instance id here on the way up; a request that comes back with it is a loop (an
+# upstream that is the proxy under another name, or a chain of proxies that ends at the first).
+LOOP_HEADER = "X-Llama-Proxy-Hop"
 
 Failure = Tuple[int, str, str, Dict[str, str]]  # status, message, error type, extra headers
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+
+    async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+        """`await awaitable`, or asyncio.TimeoutError after `seconds` (3.11+: a timer, no extra task)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 def _listed_in_connection(headers: Any) -> Set[str]:
@@ -55,6 +73,11 @@ class Upstream:
         self.config = config
         self.is_llama = True  # until an answer says otherwise (llama-server sends `Server: llama.cpp`)
         self.session: Any = None
+        self.instance = secrets.token_hex(8)
+
+    def looped(self, headers: Any) -> bool:
+        """Whether a request has been through this proxy already."""
+        return self.instance in headers.getall(LOOP_HEADER, ())
 
     async def open(self) -> None:
         import aiohttp
@@ -92,13 +115,21 @@ class Upstream:
         import aiohttp
 
         url = self.url(raw_path)
+        # The answer's head has a total deadline: a byte now and then (which resets the read timeout)
+        # must not hold a request forever. Its body is bounded by silence (a generation may take long).
+        deadline = asyncio.get_running_loop().time() + self.config.read_timeout
+        headers.add(LOOP_HEADER, self.instance)
+
+        def request() -> Awaitable[Any]:
+            return self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+
         try:
-            return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+            return await within(self.config.read_timeout, request())
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # A pooled keep-alive connection the server had just closed: the request never reached it.
             if not can_retry or isinstance(exc, aiohttp.ClientConnectorError):
                 raise
-        return await self.session.request(method, url, headers=headers, data=data, allow_redirects=False)
+        return await within(deadline - asyncio.get_running_loop().time(), request())
 
 
 def upstream_failure(exc: BaseException, base: str, read_timeout: float) -> Failure:
@@ -112,8 +143,10 @@ def upstream_failure(exc: BaseException, base: str, read_timeout: float) -> Fail
             "upstream_unreachable",
             {"Retry-After": "1"},
         )
-    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return 504, f"upstream {base} sent nothing for {read_timeout:g} s", "upstream_timeout", {}
+    if isinstance(exc, asyncio.TimeoutError):
+        return 504, f"upstream {base} did not answer within {read_timeout:g} s", "upstream_timeout", {}
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return 502, f"upstream {base} closed the connection without answering", "upstream_error", {}
     return 502, f"upstream {base} failed: {type(exc).__name__}: {exc}"[:300], "upstream_error", {}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from tools.llama_bench.utils import ExitStatus, StrEnum
+from tools.llama_bench.utils import ExitStatus, StrEnum, UserError
 
 from .config import default_db_path
 from .store import connect
@@ -69,7 +70,11 @@ def usage_rows(path: Path, since: Optional[float], by: GroupBy) -> List[UsageRow
     """
     conn = connect(path, readonly=True)
     try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'").fetchone():
+            return []  # created, nothing written yet
         rows = conn.execute(sql, (since if since is not None else float("-inf"),)).fetchall()
+    except sqlite3.Error as exc:
+        raise UserError(f"cannot read the usage history {path}: {exc}") from None
     finally:
         conn.close()
     out = []
