@@ -114,7 +114,7 @@ class OneStep:
         self._cells.append(cell)
         return cell
 
-    def result(self) -> Dict[str, Any]:
+    def result(self, stop_reason: Any = None) -> Dict[str, Any]:
         return {}
 
 
@@ -138,6 +138,16 @@ def test_a_step_far_above_capacity_stops_early_and_its_cut_requests_are_not_fail
     assert cell.summary.requests.cancelled > 0  # in flight when the step stopped: neither ok nor failed
     assert cell.summary.requests.ok + cell.summary.requests.cancelled == sent
     assert isinstance(result.info, ServerInfo)
+
+
+def test_a_search_cut_short_by_a_dead_server_says_why(tmp_path: Path) -> None:
+    port = free_port()
+    with running_server(port, "-np", "2", *FAKE, "--crash-after", "40"):
+        res = capacity(port, tmp_path, "--slo", "ttft_p90=1s", "--requests-per-step", "30", "--warmup", "0")
+    assert res.returncode == 1, res.stdout + res.stderr
+    cap = found(tmp_path)["capacity"]
+    assert cap["outcome"] == "incomplete" and cap["reason"], cap
+    assert "None" not in res.stdout and re.search(r"incomplete: \S", res.stdout), res.stdout
 
 
 def test_concurrency_capacity_is_the_slot_count(tmp_path: Path) -> None:

@@ -92,6 +92,25 @@ def test_two_outputs_naming_the_same_file_are_refused(tmp_path: Path) -> None:
     assert res.returncode == 2 and "name the same file" in one_line(res.stderr)
 
 
+@pytest.mark.parametrize("flag", ["--json-out", "--csv", "--jsonl"])
+def test_an_output_that_is_the_dataset_it_reads_is_refused(tmp_path: Path, flag: str) -> None:
+    dataset = tmp_path / "lengths.jsonl"
+    dataset.write_bytes((REPO / "tests" / "data" / "lengths_sample.jsonl").read_bytes())
+    before = dataset.read_bytes()
+    res = run_cli(LLAMA_BENCH, "benchmark", "--endpoint", "http://127.0.0.1:9", "--dataset", str(dataset),
+                  flag, str(dataset))  # fmt: skip
+    assert res.returncode == 2 and "is the --dataset file it reads" in one_line(res.stderr)
+    assert dataset.read_bytes() == before
+
+
+def test_a_chart_name_made_up_from_the_result_never_replaces_a_users_file(tmp_path: Path) -> None:
+    mine = tmp_path / "run.png"
+    mine.write_bytes(b"my picture")
+    res = run_cli(LLAMA_BENCH, "plot", str(tmp_path / "run.json"))
+    assert res.returncode == 2 and "was not written by llama-bench: give --out" in one_line(res.stderr)
+    assert mine.read_bytes() == b"my picture"
+
+
 def test_a_fifo_is_never_replaced_by_a_file(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -17,7 +17,7 @@ from tools.llama_bench.bench.capacity import (
     check_params,
     requests_per_step,
 )
-from tools.llama_bench.bench.output.capacity import capacity_line
+from tools.llama_bench.bench.output.capacity import VERDICTS, capacity_line
 from tools.llama_bench.bench.plan import BenchParams, Cell, CellProgress, CellStatus
 from tools.llama_bench.bench.probe import ServerInfo
 from tools.llama_bench.bench.records import Api, RequestRecord
@@ -137,6 +137,25 @@ def test_without_a_step_size_the_steps_grow_with_the_rate_and_the_search_still_e
     result = s.result()
     assert result["outcome"] == Outcome.AT_LEAST and result["capacity"] >= 2000 / 0.2
     assert cells[-1].num_requests == 2000
+
+
+def test_a_search_the_run_ended_early_is_incomplete_with_the_runs_reason() -> None:
+    s = search(CapacityParams())
+    first = s.next_cell(None)
+    assert first is not None
+    first.records = [rec(i, 100.0) for i in range(3)]
+    first.summary, first.status = aggregate(first.records, slo=SLO), CellStatus.DONE
+    step = s.next_cell(first)  # the first step; Ctrl-C comes during it
+    assert step is not None
+    step.records = [rec(i, 100.0) for i in range(5)]
+    step.summary = aggregate(step.records, slo=SLO)
+    step.status = CellStatus.INTERRUPTED
+    result = s.result("interrupted by the user")
+    assert (result["outcome"], result["reason"]) == (Outcome.INCOMPLETE, "interrupted by the user")
+    assert capacity_line(result) == "capacity: unknown — incomplete: interrupted by the user"
+    [point] = result["curve"]
+    assert point["passed"] is None  # never judged: shown as cut short, not as missed
+    assert VERDICTS[point["passed"]] == "cut short"
 
 
 def test_an_slo_missed_at_a_light_load_means_capacity_zero() -> None:

@@ -297,6 +297,14 @@ def test_report_command_writes_the_page(real_results: List[Path], tmp_path: Path
     default = tmp_path / "np2.json"
     default.write_bytes(real_results[0].read_bytes())
     assert report_cli(str(default)).returncode == 0 and default.with_suffix(".html").is_file()
+    assert report_cli(str(default)).returncode == 0  # its own page of that name: replaced
+    # A name made up from the result's never replaces a file the user keeps there.
+    notes = tmp_path / "mine.html"
+    notes.write_text("MY NOTES", encoding="utf-8")
+    (tmp_path / "mine.json").write_bytes(real_results[0].read_bytes())
+    kept = report_cli(str(tmp_path / "mine.json"))
+    assert kept.returncode == 2 and "was not written by llama-bench" in kept.stderr and "--html" in kept.stderr
+    assert notes.read_text(encoding="utf-8") == "MY NOTES"
 
 
 @pytest.mark.parametrize(
@@ -306,7 +314,7 @@ def test_report_command_writes_the_page(real_results: List[Path], tmp_path: Path
         (["{tmp}/bad.json", "--html", "{tmp}/o.html"], "is not a llama-bench result"),
         (["{tmp}/ok.json", "--html", "{tmp}"], "is a directory"),
         (["{tmp}/ok.json", "--html", "{tmp}/no/such/o.html"], "does not exist"),
-        (["{tmp}/ok.json", "--html", "{tmp}/ok.json"], "is one of the result files"),
+        (["{tmp}/ok.json", "--html", "{tmp}/ok.json"], "is the result file it reads"),
         (["{tmp}/ok.json", "--png", "{tmp}/no/such/"], "does not exist"),
     ],
 )

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .utils import UserError
 
@@ -73,16 +73,47 @@ def _first_non_dir(path: Path) -> Path:
     return path.parent
 
 
-def check_distinct(*outputs: Optional[OutputPath]) -> None:
-    """Two outputs may not be the same file (one would overwrite the other)."""
+def check_distinct(*outputs: Optional[OutputPath], inputs: Sequence[Tuple[str, Union[str, Path, None]]] = ()) -> None:
+    """Two outputs may not be the same file (one would overwrite the other), nor may an output be one of
+    the files the command reads (`inputs`: (what it is, its path), e.g. ("--dataset", path))."""
     seen: Dict[str, str] = {}
+    for what, path in inputs:
+        if path is not None:
+            seen.setdefault(os.path.realpath(os.path.expanduser(str(path))), what)
+    readers = set(seen)
     for out in outputs:
         if out is None:
             continue
         key = os.path.realpath(out.path)
+        if key in readers:
+            raise UserError(f"{out.flag} {out.path} is the {seen[key]} file it reads; give another file name")
         if key in seen:
             raise UserError(f"{seen[key]} and {out.flag} name the same file: {out.path}")
         seen[key] = out.flag
+
+
+# What our own files carry near their start: a file of a name we made up is replaced only if it holds this.
+PNG_MARKER = b"Software\x00llama-bench"  # the PNG text chunk matplotlib writes from savefig(metadata=...)
+PNG_METADATA = {"Software": "llama-bench"}
+HTML_MARKER = b'<meta name="generator" content="llama-bench">'
+
+
+def derived_output(text: str, flag: str, marker: bytes) -> OutputPath:
+    """An output whose name we made up (from an input's name or a folder): checked like output_path, and a
+    file already there is replaced only when we wrote it (`marker` in its first bytes). A user's file that
+    happens to have that name is never overwritten."""
+    out = output_path(text, flag)
+    assert out is not None
+    try:
+        with open(out.path, "rb") as fh:
+            head = fh.read(8192)
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        raise UserError(f"{flag}: cannot use {out.path}: {_reason(exc)}") from None
+    if marker not in head:
+        raise UserError(f"{out.path} exists and was not written by llama-bench: give {flag} to choose the file")
+    return out
 
 
 def write_atomic(out: OutputPath, write: Callable[[IO], None], binary: bool = False) -> None:

@@ -297,7 +297,7 @@ def outputs_from_args(args: argparse.Namespace) -> "OutputOptions":
         jsonl=output_path(args.jsonl, "--jsonl"),
         quiet=args.quiet,
     )
-    check_distinct(out.json_out, out.csv, out.jsonl)
+    check_distinct(out.json_out, out.csv, out.jsonl, inputs=[("--dataset", getattr(args, "dataset", None))])
     return out
 
 

@@ -310,10 +310,12 @@ class CapacitySearch:
         return cell
 
     # -- the result ------------------------------------------------------------------------------
-    def result(self) -> Dict[str, Any]:
+    def result(self, stop_reason: Optional[str] = None) -> Dict[str, Any]:
         """What the document stores under "capacity" (the curve sorted by the value searched)."""
         lo, hi = self.lower, self.upper
-        outcome = self.outcome or Outcome.INCOMPLETE
+        if self.outcome is None:  # the run ended first: it never asked for the next step
+            self.outcome, self.reason = Outcome.INCOMPLETE, stop_reason or "the run stopped before the search ended"
+        outcome = self.outcome
         capacity = 0.0 if outcome is Outcome.NONE else lo
         return {
             **self.cap.to_dict(),

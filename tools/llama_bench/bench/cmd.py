@@ -14,7 +14,7 @@ from .. import stdio, stopping
 from ..endpoint import Readiness, check_ready
 from ..http import HttpClient
 from ..server.config import LaunchOptions, ServerConfig
-from ..outputs import OutputFailed, OutputPath, output_path, report_failures
+from ..outputs import PNG_MARKER, OutputFailed, OutputPath, check_distinct, derived_output, output_path, report_failures
 from ..settings import state_subdir
 from ..utils import ExitStatus, UserError, as_dict
 from .entrypoint import BenchResult, run_benchmark
@@ -204,8 +204,12 @@ def plot(path: str, out: Optional[str]) -> int:
     from .output.plot import plot_result
     from .output.results import load_result
 
-    target = output_path(out or str(Path(path).with_suffix(".png")), "--out")
+    if out is not None:
+        target = output_path(out, "--out")
+    else:  # a name made up from the result's: never replaces a user's file
+        target = derived_output(str(Path(path).with_suffix(".png")), "--out", PNG_MARKER)
     assert target is not None
+    check_distinct(target, inputs=[("result", path)])
     result = load_result(path)
     try:
         plot_result(result, target)

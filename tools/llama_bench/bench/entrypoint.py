@@ -121,7 +121,7 @@ def run_benchmark(
         slots_series=runner.sampler.slots_series,
     )
     if found is not None:
-        document["capacity"] = found.result()
+        document["capacity"] = found.result(state.stop_reason)
     return BenchResult(
         document, state, cells, info, api, measured=bool(runnable), jsonl_failed=jsonl.failed, search=found
     )

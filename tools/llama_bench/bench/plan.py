@@ -187,7 +187,9 @@ class Search(Schedule, Protocol):
     """A schedule that searches for something (capacity.CapacitySearch); result() is what it found,
     stored in the result document."""
 
-    def result(self) -> Dict[str, Any]: ...
+    def result(self, stop_reason: Optional[str] = None) -> Dict[str, Any]:
+        """What it found; `stop_reason`: why the run ended before the search did (Ctrl-C, the server died)."""
+        ...
 
 
 class StaticSchedule:

@@ -27,11 +27,14 @@ def register(subparsers: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..outputs import output_path
+    from ..outputs import HTML_MARKER, derived_output, output_path
     from .output.html import ReportParams, default_html_path, report
     from .output.png import png_target
 
     png = png_target(args.png) if args.png is not None else None
-    html_text = args.html if args.html is not None or png is not None else default_html_path(args.results[0])
-    # Paths are checked before anything is read or drawn.
-    return report(ReportParams(results=list(args.results), html=output_path(html_text, "--html"), png=png))
+    # Paths are checked before anything is read or drawn; a name we make up never replaces a user's file.
+    if args.html is not None or png is not None:
+        html = output_path(args.html, "--html")
+    else:
+        html = derived_output(default_html_path(args.results[0]), "--html", HTML_MARKER)
+    return report(ReportParams(results=list(args.results), html=html, png=png))

@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # the flag parser stays free of the benchmark's modules
 
 SloMetric = Literal["ttft", "tpot", "itl", "e2e"]
 METRICS = ("ttft", "tpot", "itl", "e2e")
-_TERM = re.compile(r"^(?P<metric>[a-z0-9]+)_p(?P<pct>\d+(?:\.\d+)?)$")
-_VALUE = re.compile(r"^(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>ms|s)$")
+_TERM = re.compile(r"^(?P<metric>[a-z0-9]+)_p(?P<pct>\d+(?:\.\d+)?)$", re.ASCII)
+_VALUE = re.compile(r"^(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>ms|s)$", re.ASCII)
 EXAMPLE = "ttft_p99=2s,tpot_p50=80ms,e2e_p90=20s"
 
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 OBJECTIVES = ("gen", "prompt", "throughput", "tokens-per-joule", "slo", "efficiency")
 STRATEGIES = ("smart", "optuna", "grid", "random")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE | re.ASCII)
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$", re.IGNORECASE | re.ASCII)
 
 DESCRIPTION = (
     "Find the fastest llama-server flags for this machine, model and workload: each trial starts the real "

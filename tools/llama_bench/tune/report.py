@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, List, Optional
 
-from ..outputs import OutputPath, write_atomic
+from ..outputs import PNG_METADATA, OutputPath, write_atomic
 from .space import Candidate, describe
 from .trial import SECRET_FLAGS, Trial, redact
 from .verify import Verification
@@ -215,7 +215,7 @@ def write_plot(out: OutputPath, trials: List[Trial], names: List[str], unit: str
     fig.tight_layout()
 
     def write(fh: IO) -> None:
-        fig.savefig(fh, format="png", dpi=100)
+        fig.savefig(fh, format="png", dpi=100, metadata=PNG_METADATA)
 
     try:
         write_atomic(out, write, binary=True)

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 # command lines, never environments).
 API_KEY_ENV = "LLAMA_PROXY_API_KEY"
 UPSTREAM_KEY_ENV = "LLAMA_PROXY_UPSTREAM_API_KEY"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE | re.ASCII)
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE | re.ASCII)
 _SPAN_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 MAX_SPAN_S = 50 * 365.25 * 86400.0
 

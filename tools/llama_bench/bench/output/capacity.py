@@ -101,6 +101,9 @@ CURVE_COLUMNS = (
 )
 
 
+VERDICTS = {True: "met", False: "missed", None: "cut short"}  # None: the run stopped during the step
+
+
 def curve_table(found: Mapping[str, Any]) -> Any:
     """The curve: one row per step, sorted by the rate (or concurrency) tried."""
     from rich.table import Table
@@ -114,7 +117,7 @@ def curve_table(found: Mapping[str, Any]) -> Any:
         share = p.get("slo_good_share")
         table.add_row(
             fmt(p.get("value"), 3) if by == SearchBy.RATE else str(int(p.get("value") or 0)),
-            "met" if p.get("passed") else "missed",
+            VERDICTS[p.get("passed")],
             fmt(share * 100 if share is not None else None, 0),
             fmt(p.get("requests_per_s"), 3),
             fmt(p.get("goodput_rps"), 3),
@@ -137,6 +140,8 @@ def capacity_line(found: Mapping[str, Any]) -> str:
     if outcome == Outcome.BELOW:
         return f"capacity: below {_value(by, hi)} — {found.get('reason')} ({slo})"
     if lo is None:
+        if outcome == Outcome.INCOMPLETE:
+            return f"capacity: unknown — incomplete: {found.get('reason')}"
         return f"capacity: unknown — {found.get('reason') or 'no step met the SLO'}"
     rel = found.get("relative_uncertainty")
     bracket = f"the SLO breaks between {_value(by, lo)} and {_value(by, hi)}" if hi else "no upper bound found"

@@ -13,14 +13,13 @@ What it reads, and from where (figures always through summary.FIELDS, results th
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Sequence
 
-from ...outputs import OutputFailed, OutputPath, write_atomic
+from ...outputs import HTML_MARKER, OutputFailed, OutputPath, check_distinct, write_atomic
 from ...utils import ExitStatus, UserError, as_dict, fmt_bytes
 from ...version import __version__
 from ..summary import FIELDS
@@ -108,7 +107,7 @@ def report(params: ReportParams) -> int:
 
     if params.png is not None:
         require_matplotlib()  # before any work: a missing package is one line, nothing half written
-    _refuse_overwriting_inputs(params)
+    check_distinct(params.html, inputs=[("result", path) for path in params.results])
     inputs = figures.load_inputs(params.results)
     sections = build_sections(inputs)
     try:
@@ -126,15 +125,6 @@ def report(params: ReportParams) -> int:
     except OutputFailed as exc:
         raise UserError(str(exc), ExitStatus.OUTPUT_ERROR) from None
     return ExitStatus.OK
-
-
-def _refuse_overwriting_inputs(params: ReportParams) -> None:
-    if params.html is None:
-        return
-    target = os.path.realpath(params.html.path)
-    for path in params.results:
-        if os.path.realpath(path) == target:
-            raise UserError(f"--html {params.html.path} is one of the result files; give another file name")
 
 
 def build_sections(inputs: Sequence[figures.ReportInput]) -> List[Section]:
@@ -182,7 +172,8 @@ def render_page(inputs: Sequence[figures.ReportInput], sections: Sequence[Sectio
     body.append("</main>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        + HTML_MARKER.decode("ascii")
+        + '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<link rel="icon" href="data:,">'
         f"<title>llama-bench report: {e(names)}</title><style>{STYLE}</style></head>\n<body>\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Dict, List, Tuple
 
-from ...outputs import OutputPath, write_atomic
+from ...outputs import PNG_METADATA, OutputPath, write_atomic
 from ...utils import UserError, as_dict, require
 from ..plan import CellStatus
 from ..summary import Field, fields
@@ -68,6 +68,6 @@ def plot_result(result: Dict[str, Any], out: OutputPath) -> None:
     fig.suptitle(f"llama-bench {result.get('started_at', '')}  {model}  api={result.get('api')}", fontsize=10)
     fig.tight_layout()
     try:
-        write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+        write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=PNG_METADATA), binary=True)
     finally:
         plt.close(fig)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Sequence
 
-from ...outputs import output_path, write_atomic
+from ...outputs import PNG_MARKER, PNG_METADATA, derived_output, output_path, write_atomic
 from ...utils import UserError, require
 from .charts import DASHES, PALETTE, Chart, finite, slug, usable_points
 
@@ -62,12 +62,12 @@ def write_pngs(charts: Sequence[Chart], target: PngTarget) -> List[Path]:
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    outs = [output_path(str(target.path_for(c.key)), FLAG) for c in charts]
+    outs = [derived_output(str(target.path_for(c.key)), FLAG, PNG_MARKER) for c in charts]
     for chart, out in zip(charts, outs):
         assert out is not None
         fig = _figure(plt, chart)
         try:
-            write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True)
+            write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=110, metadata=PNG_METADATA), binary=True)
         finally:
             plt.close(fig)
     return [o.path for o in outs if o is not None]
