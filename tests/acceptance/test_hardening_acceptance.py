@@ -111,6 +111,18 @@ def test_a_chart_name_made_up_from_the_result_never_replaces_a_users_file(tmp_pa
     assert mine.read_bytes() == b"my picture"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["compare", "{fifo}", "{fifo}"], ["report", "{fifo}", "--html", "{tmp}/r.html"], ["plot", "{fifo}", "--out",
+     "{tmp}/p.png"], ["benchmark", "--endpoint", "http://127.0.0.1:9", "--dataset", "{fifo}"]],
+)  # fmt: skip
+def test_an_input_that_is_a_fifo_is_refused_instead_of_read_for_ever(tmp_path: Path, argv: List[str]) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    res = run_cli(LLAMA_BENCH, *(a.format(fifo=fifo, tmp=tmp_path) for a in argv), timeout=30)
+    assert res.returncode == 2 and "is not a regular file" in one_line(res.stderr)
+
+
 def test_a_fifo_is_never_replaced_by_a_file(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

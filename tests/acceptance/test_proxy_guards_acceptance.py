@@ -1,14 +1,17 @@
 """The proxy's guards against what a client or an upstream can do to it: a loop back to itself under any
 name, a made-up client name per request, a listed client's name without its key, a body or an answer head
-that trickles a byte at a time, and databases that are not its history. Each holds without a traceback and
-leaves what is not the proxy's untouched."""
+that trickles a byte at a time, databases that are not its history, and a parent killed while the proxy
+itself is stopped. Each holds without a traceback and leaves what is not the proxy's untouched."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -16,8 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.test_proxy_acceptance import call, fake_server, finished, proxy_cli, started_proxy, usage_cli
-from tests.helpers import LLAMA_RUN, REPO, free_port
+from tests.acceptance.test_proxy_acceptance import (
+    PARENT,
+    call,
+    fake_server,
+    finished,
+    proxy_cli,
+    started_proxy,
+    usage_cli,
+)
+from tests.helpers import LLAMA_RUN, REPO, free_port, pid_alive, wait_until
 from tools.llama_run.proxy.identity import OTHER, ClaimedName, ClientsTable, NameBook, identify, parse_clients
 
 
@@ -173,3 +184,29 @@ def test_a_database_that_is_not_its_history_is_refused_and_left_as_it_was(tmp_pa
 def test_odd_values_are_one_line_not_a_traceback(tmp_path, args, message):
     res = subprocess.run([str(LLAMA_RUN), *args], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+
+
+def test_a_proxy_that_cannot_take_a_signal_still_ends_with_its_parent(tmp_path):
+    # Stopped (SIGSTOP) when its parent is SIGKILLed: the parent-death SIGTERM waits, the watchdog's
+    # SIGKILL after the grace period does not.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, f"http://127.0.0.1:{free_port()}", str(free_port()), str(tmp_path / "p.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    child = None
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(child, signal.SIGSTOP)
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert wait_until(lambda: not pid_alive(child), 20), "the stopped proxy outlived its parent"
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
+        if child is not None and pid_alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -98,3 +98,19 @@ def fmt_duration(seconds: Optional[float]) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def check_readable_file(path: Any, what: str) -> None:
+    """An input the user names must be a regular file when it exists: reading a FIFO or a device would
+    block or never end, a directory says nothing (a missing file is left to the reader's own message)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(os.path.expanduser(str(path))).st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what} {path} is not a regular file (a FIFO, device or socket)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..utils import UserError
+from ..utils import UserError, check_readable_file
 
 MAX_ENTRIES = 1_000_000
 HUMAN_ROLES = ("human", "user")
@@ -85,6 +85,7 @@ def _sharegpt_entry(obj: Any, path: str, where: str) -> Optional[Entry]:
 
 def load_dataset(path: str) -> Dataset:
     """Read and check a dataset file; UserError (one line: the file and the entry) when it is not one."""
+    check_readable_file(path, "--dataset")
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -1,7 +1,8 @@
 """A child process we start and own — a llama-server, a token-meter proxy: its own session and process
 group (a terminal's Ctrl-C reaches us, and we decide how it stops), a parent-death signal so the kernel
-ends it if we die even by SIGKILL, its output in a log file, and stop = SIGTERM to the whole group, a
-grace period, SIGKILL, always reaped."""
+ends it if we die even by SIGKILL, a watchdog for the rest of its group (and for a child that ignores or
+cannot take that signal: stopped, or stuck), its output in a log file, and stop = SIGTERM to the whole
+group, a grace period, SIGKILL, always reaped."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO, Callable, Dict, List, Optional
 
 from ..utils import UserError
+from .watchdog import GroupWatchdog
 
 
 def death_signal(sig: int, parent: Optional[int] = None) -> Callable[[], None]:
@@ -42,6 +44,7 @@ class OwnedChild:
         self.proc: Optional[subprocess.Popen] = None
         self.log_path: Optional[Path] = None
         self._log_fh: Optional[IO[bytes]] = None
+        self._watchdog: Optional[GroupWatchdog] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -59,7 +62,8 @@ class OwnedChild:
         env: Optional[Dict[str, str]] = None,
         cwd: Optional[str] = None,
     ) -> None:
-        """Start `cmd` with its output in `log_path`; `die_signal` None: it may outlive us (--detach)."""
+        """Start `cmd` with its output in `log_path`; `die_signal` None: it may outlive us (--detach), else
+        the kernel sends it that signal when we die and a watchdog stops its whole group."""
         self.log_path = log_path
         try:
             self._log_fh = open(log_path, "ab")
@@ -79,6 +83,8 @@ class OwnedChild:
         except OSError as exc:
             self.close_log()
             raise UserError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
+        if die_signal is not None:
+            self._watchdog = GroupWatchdog(self.proc.pid)
 
     def group_alive(self) -> bool:
         assert self.proc is not None
@@ -119,8 +125,15 @@ class OwnedChild:
                 time.sleep(0.05)
             if self.group_alive():
                 self.signal_group(signal.SIGKILL)
+        self.release_watchdog()
         self.close_log()
         return self.proc.returncode
+
+    def release_watchdog(self) -> None:
+        """The group is stopped (or left running on purpose): the watchdog goes."""
+        if self._watchdog is not None:
+            self._watchdog.release()
+            self._watchdog = None
 
     def close_log(self) -> None:
         if self._log_fh:

@@ -19,7 +19,6 @@ from . import registry
 from .child import OwnedChild
 from .config import ServerConfig, build_command
 from .ports import check_bindable
-from .watchdog import GroupWatchdog
 
 
 class ServerStartError(UserError):
@@ -55,7 +54,6 @@ class ManagedServer(OwnedChild):
         self.public_port = public_port  # where clients reach it when a token-meter proxy sits in front
         self.detached = False
         self.started_at: Optional[float] = None
-        self._watchdog: Optional[GroupWatchdog] = None
 
     @property
     def base_url(self) -> str:
@@ -92,8 +90,6 @@ class ManagedServer(OwnedChild):
         self.spawn(cmd, log_path, "server", die_signal=signal.SIGKILL if die_with_us else None)
         assert self.proc is not None
         self.started_at = time.time()
-        if die_with_us:
-            self._watchdog = GroupWatchdog(self.proc.pid)
         try:
             registry.register(
                 registry.ServerEntry(
@@ -179,8 +175,5 @@ class ManagedServer(OwnedChild):
         if self.proc is None or self.detached:
             return None
         code = self.stop_group(grace)
-        if self._watchdog is not None:
-            self._watchdog.release()
-            self._watchdog = None
         registry.unregister(self.proc.pid)
         return code

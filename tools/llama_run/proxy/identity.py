@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
-from tools.llama_bench.utils import UserError, require
+from tools.llama_bench.utils import UserError, check_readable_file, require
 
 from .records import IdentitySource
 
@@ -188,6 +188,7 @@ def parse_clients(data: Any, origin: str) -> ClientsTable:
 
 
 def load_clients(path: Path) -> ClientsTable:
+    check_readable_file(path, "--clients")
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import IO, Any, Dict, List, Optional
 
 from ...outputs import OutputPath, write_atomic
-from ...utils import UserError
+from ...utils import UserError, check_readable_file
 from ...version import __version__
 from ..plan import BenchParams, Cell, RunState
 from ..probe import ServerInfo
@@ -238,6 +238,7 @@ def _upgrade_v2(data: Dict[str, Any]) -> Dict[str, Any]:
 
 def load_result(path: str) -> Dict[str, Any]:
     """A result written by --json-out (schemas 1 and 2 are upgraded on the fly); one clear error for anything else."""
+    check_readable_file(path, "result file")
     try:
         with open(path, "r", encoding="utf-8") as fh:
             data = json.load(fh)
