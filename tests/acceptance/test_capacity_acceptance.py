@@ -215,6 +215,8 @@ def test_bench_capacity_searches_on_a_server_it_starts_and_stops_it(tmp_path: Pa
         (["bench", "--capacity", "--slo", "ttft_p90=1s", "--concurrency", "4"], "--concurrency does not apply"),
         (["bench", "--capacity"], "needs --slo"),
         (["benchmark", "--slo", "speed_p50=1s"], "unknown metric 'speed'"),
+        (["benchmark", "--extra", '{"n_predict": 50}'], "--extra cannot set n_predict: use --max-output-tokens"),
+        (["benchmark", "--extra", '{"stream": false}'], "--extra cannot set stream"),
     ],
 )
 def test_bad_capacity_input_is_one_line_and_exit_2(argv: list, needle: str) -> None:

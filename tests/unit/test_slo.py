@@ -61,6 +61,8 @@ def test_a_spec_lists_metric_percentile_and_bound_in_ms_or_s() -> None:
         ("ttft_p99=2", "needs a unit"),
         ("ttft_p99=2min", "needs a unit"),
         ("ttft_p99=0ms", "more than 0"),
+        ("ttft_p99=-1s", "more than 0"),
+        ("ttft_p٩٩=2s", "METRIC_pXX=BOUND"),  # digits are ASCII digits
         ("ttft_p99=1s,ttft_p99=2s", "twice"),
     ],
 )

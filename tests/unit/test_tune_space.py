@@ -69,6 +69,7 @@ def test_space_text_accepts_aliases_lists_and_ranges():
         ("fa=maybe", "expected one of on, off, auto"),
         ("threads=two", "expected whole numbers"),
         ("threads=0", "expected a number >= 1"),
+        ("ngl=-5", "expected a number >= 0"),  # -ngl 0 is a real choice: all on the CPU
         ("threads=1,,2", "empty value"),
         ("t=1;threads=2", "given twice"),
         ("t=8..1", "expected a range"),

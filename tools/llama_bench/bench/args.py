@@ -223,6 +223,9 @@ def params_from_args(args: argparse.Namespace, endpoint: str, api_key: Optional[
             raise UserError(f"--extra is not valid JSON: {exc}") from None
         if not isinstance(extra, dict):
             raise UserError("--extra must be a JSON object, e.g. '{\"top_k\": 1}'")
+        owned = sorted(set(extra) & set(EXTRA_OWNED))
+        if owned:  # the measurement is built on these: a silent override would mislabel every figure
+            raise UserError(f"--extra cannot set {owned[0]}: {EXTRA_OWNED[owned[0]]}")
     workload = workload_from_args(args)
     if workload.dataset is not None:
         sizes = [0]
@@ -284,6 +287,16 @@ def workload_from_args(args: argparse.Namespace) -> "Workload":
             raise UserError("--turns must be at least 2 (one turn is --workload unique)")
         return Workload(kind=kind, turns=turns)
     return Workload()
+
+
+EXTRA_OWNED = {
+    "prompt": "the prompts come from --prompt-sizes / --workload / --dataset",
+    "messages": "the prompts come from --prompt-sizes / --workload / --dataset",
+    "n_predict": "use --max-output-tokens",
+    "max_tokens": "use --max-output-tokens",
+    "max_completion_tokens": "use --max-output-tokens",
+    "stream": "requests are always streamed (TTFT and ITL are measured from the stream)",
+}
 
 
 def outputs_from_args(args: argparse.Namespace) -> "OutputOptions":

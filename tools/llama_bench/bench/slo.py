@@ -88,6 +88,8 @@ def parse_slo(text: str) -> Slo:
         if not 0 < pct <= 100:
             raise ValueError(f"percentile p{m.group('pct')} in '{part}' must be above 0 and at most 100")
         v = _VALUE.match(value.strip().lower())
+        if v is None and value.strip().startswith("-"):
+            raise ValueError(f"bound in '{part}' must be more than 0")
         if v is None:
             raise ValueError(f"bound '{value.strip()}' in '{part}' needs a unit: e.g. 80ms or 2s")
         bound = float(v.group("num")) * (1000.0 if v.group("unit") == "s" else 1.0)

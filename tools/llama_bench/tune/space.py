@@ -172,8 +172,9 @@ def _int(p: Param, text: str, origin: str) -> int:
         value = int(text)
     except ValueError:
         raise UserError(f"{origin}: {p.name.replace('_', '-')}={text}: expected whole numbers such as 1,2,4") from None
-    if value < 0 or (value == 0 and p.name != "n_gpu_layers"):
-        raise UserError(f"{origin}: {p.name.replace('_', '-')}={text}: expected a number >= 1")
+    lowest = 0 if p.name == "n_gpu_layers" else 1  # -ngl 0: everything on the CPU
+    if value < lowest:
+        raise UserError(f"{origin}: {p.name.replace('_', '-')}={text}: expected a number >= {lowest}")
     return value
 
 
