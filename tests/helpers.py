@@ -111,6 +111,8 @@ def running_server(
 
 
 def run_cli(tool: Path, *args: str, timeout: float = 120.0, **kwargs) -> subprocess.CompletedProcess:
+    # Decoded leniently: other processes on the machine (in `ps` output) may have names that are not UTF-8.
+    kwargs.setdefault("errors", "backslashreplace")
     return subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

@@ -123,6 +123,21 @@ def test_an_input_that_is_a_fifo_is_refused_instead_of_read_for_ever(tmp_path: P
     assert res.returncode == 2 and "is not a regular file" in one_line(res.stderr)
 
 
+@pytest.mark.parametrize("lang", ["C", "C.UTF-8"])
+def test_a_server_whose_model_path_is_not_utf8_is_listed_escaped(tmp_path: Path, lang: str) -> None:
+    # Any user's server may have such a name: ps must show it, in valid text, whatever the locale.
+    weird = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.gguf")
+    Path(weird).write_bytes((REPO / "tests" / "data" / "lengths_sample.jsonl").read_bytes()[:16])
+    port = free_port()
+    env = dict(os.environ, LANG=lang, LC_ALL=lang)
+    env.pop("PYTHONIOENCODING", None)
+    with running_server(port, "-m", weird):
+        res = subprocess.run([str(LLAMA_RUN), "ps"], capture_output=True, timeout=60, env=env)
+    assert res.returncode == 0 and b"Traceback" not in res.stderr, res.stderr
+    text = res.stdout.decode("utf-8")  # strictly: nothing but valid text
+    assert str(port) in text and "bad\\udcffname" in text
+
+
 def test_a_fifo_is_never_replaced_by_a_file(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

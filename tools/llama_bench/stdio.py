@@ -98,11 +98,16 @@ def install() -> None:
     closed = _reopen_closed_descriptors()
     if sys.stdout is None:  # Python found fd 1 closed at start-up
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", line_buffering=True)
+    if sys.stderr is None:
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", line_buffering=True)
+    for stream in (sys.stdout, sys.stderr):
+        # Names from elsewhere (a model path, a process's command line) may not be valid text: shown
+        # escaped (\udcff), never a UnicodeEncodeError, never bytes that are not the terminal's encoding.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     guarded = GuardedStream(sys.stdout)
     guarded.lost = closed
     sys.stdout = guarded
-    if sys.stderr is None:
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", line_buffering=True)
 
 
 def stdout_lost() -> Optional[str]:
