@@ -175,6 +175,13 @@ def test_router_mode_flags_are_checked(flags: List[str], needle: str) -> None:
     assert needle in line
 
 
+def test_doctor_in_router_mode_asks_for_one_model(model_file: Path) -> None:
+    res = run_cli(LLAMA_RUN, "doctor", "--llama-server", str(FAKE_SERVER), "--models-dir", str(model_file.parent))
+    assert res.returncode == 2 and "Starting" not in res.stdout
+    [line] = res.stderr.strip().splitlines()
+    assert "doctor checks one model: pass --model" in line
+
+
 def test_metrics_url_reads_the_stats_from_another_server(model_file: Path) -> None:
     other = free_port()
     with running_server(other, "--metrics", "--token-interval-ms", "1"):

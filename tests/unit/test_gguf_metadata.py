@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 from pathlib import Path
@@ -301,6 +302,49 @@ def test_absurd_array_length_fails_fast_instead_of_spinning(tmp_path):
     body += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 0, 2**62)
     (tmp_path / "bomb.gguf").write_bytes(body)
     expect_error(tmp_path / "bomb.gguf", "declares", "array items")
+
+
+@pytest.mark.parametrize("field, count", [("tensors", 10**10), ("metadata keys", 10**10)])
+def test_a_sparse_file_declaring_billions_of_entries_is_refused_at_once(tmp_path, field, count):
+    # A sparse terabyte has room for any count: the count itself must be believable.
+    path = tmp_path / "sparse.gguf"
+    n_tensors, n_kv = (count, 0) if field == "tensors" else (0, count)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv))
+    with path.open("r+b") as fh:
+        fh.truncate(2**40)
+    expect_error(path, "is corrupt", f"{count:,} {field}")
+
+
+def test_a_split_part_that_is_a_fifo_is_refused_not_read_for_ever(tiny, tmp_path):
+    first = tmp_path / "m-00001-of-00002.gguf"
+    first.write_bytes(tiny.read_bytes())
+    os.mkfifo(tmp_path / "m-00002-of-00002.gguf")
+    expect_error(first, "m-00002-of-00002.gguf is not a regular file")
+
+
+def test_a_split_name_numbered_from_zero_is_one_line(tiny, tmp_path):
+    odd = tmp_path / "sp-00000-of-00000.gguf"
+    odd.write_bytes(tiny.read_bytes())
+    expect_error(odd, "not a valid split model name")
+
+
+def test_non_finite_numbers_count_as_missing(tmp_path):
+    path = tmp_path / "inf.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_float32("llama.context_length", float("inf"))
+    writer.add_float32("llama.block_count", float("nan"))
+    writer.add_uint32("llama.embedding_length", 64)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    info = read_model_info(path)
+    assert info.context_length is None and info.block_count is None
+
+
+def test_a_home_of_a_user_that_does_not_exist_is_just_a_missing_file():
+    expect_error(Path("~nosuchuser-llama/x.gguf"), "model file not found")
 
 
 def test_missing_file_directory_and_unreadable_file(tmp_path):

@@ -11,7 +11,15 @@ import pytest
 
 from tools.llama_bench.outputs import output_path
 from tools.llama_bench.server.config import ServerConfig, build_command
-from tools.llama_bench.tune.apply import ApplyTargets, apply, env_values, start_script_text, updated_env
+from tools.llama_bench.tune.apply import (
+    ApplyTargets,
+    apply,
+    check_targets,
+    env_values,
+    start_script_text,
+    updated_env,
+)
+from tools.llama_bench.utils import UserError
 from tools.llama_bench.tune.args import budget_type, byte_size
 from tools.llama_bench.tune.report import llama_run_command, without_secrets
 from tools.llama_bench.tune.trial import ServerBase, redact, server_config
@@ -40,6 +48,25 @@ def test_env_keys_are_replaced_in_place_and_new_ones_appended():
 def test_a_duplicate_key_cannot_shadow_the_new_value():
     text = updated_env("LLAMA_THREADS=1\nexport LLAMA_THREADS=3\n", {"LLAMA_THREADS": "2"}, "note")
     assert text == "LLAMA_THREADS=2\n"
+
+
+def test_an_exported_key_stays_exported():
+    assert updated_env("export LLAMA_THREADS=3\n", {"LLAMA_THREADS": "2"}, "n") == "export LLAMA_THREADS=2\n"
+
+
+def test_apply_refuses_up_front_a_start_script_it_did_not_write_and_an_env_that_is_not_text(tmp_path):
+    env, script = tmp_path / ".env", tmp_path / "start.sh"
+    targets = ApplyTargets(output_path(str(env), "--env-file"), output_path(str(script), "--start-script"))
+    check_targets(targets)  # neither exists yet: fine
+    script.write_text(start_script_text(["llama-server"], "earlier"), encoding="utf-8")
+    check_targets(targets)  # ours: may be replaced
+    script.write_text("#!/bin/sh\necho my own script\n", encoding="utf-8")
+    with pytest.raises(UserError, match="was not written by setup.sh or autotune"):
+        check_targets(targets)
+    script.unlink()
+    env.write_bytes(b"A=1\nB=\xff\xfe caf\xe9\n")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        check_targets(targets)
 
 
 def test_the_start_script_has_setup_shs_shape_and_runs(tmp_path):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
-from .utils import UserError
+from .utils import UserError, user_path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11433
@@ -98,7 +98,7 @@ def state_base() -> Path:
     """Where runtime state lives ($LLAMA_STUDIO_STATE_DIR, else $XDG_STATE_HOME/llama-studio), unchecked."""
     override = os.environ.get("LLAMA_STUDIO_STATE_DIR")
     if override:
-        return Path(override).expanduser()
+        return user_path(override)
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "llama-studio"
 

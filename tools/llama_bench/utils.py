@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 from enum import Enum, IntEnum
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Optional
 
@@ -114,3 +115,10 @@ def check_readable_file(path: Any, what: str) -> None:
         raise UserError(f"{what} {path} is a directory, not a file")
     if not stat.S_ISREG(mode):
         raise UserError(f"{what} {path} is not a regular file (a FIFO, device or socket)")
+
+
+def user_path(text: Any) -> Path:
+    """A path the user typed, `~` expanded; `~nosuchuser/x` stays as typed (Path.expanduser would raise)."""
+    import os
+
+    return Path(os.path.expanduser(str(text)))

@@ -6,14 +6,13 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional, Tuple
 
 from tools.llama_bench import stdio, stopping
 from tools.llama_bench.server.config import LaunchOptions, ServerConfig
 from tools.llama_bench.server.managed import ManagedServer
 from tools.llama_bench.server.preflight import describe_choice, preflight
-from tools.llama_bench.utils import ExitStatus, UserError
+from tools.llama_bench.utils import ExitStatus, UserError, user_path
 
 from .session import Session, StopReason
 
@@ -64,7 +63,7 @@ def _behind_proxy(opts: RunOptions) -> Tuple[ServerConfig, Optional["ManagedProx
     check_bindable(public.host, public.port)
     internal = replace(public, host="127.0.0.1", port=free_port())
     key = internal.client_api_key
-    clients = Path(opts.clients_file).expanduser() if opts.clients_file else None
+    clients = user_path(opts.clients_file) if opts.clients_file else None
     if clients is not None:
         from .proxy.identity import load_clients
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..utils import UserError, check_readable_file
+from ..utils import UserError, check_readable_file, user_path
 
 MAX_ENTRIES = 1_000_000
 HUMAN_ROLES = ("human", "user")
@@ -87,7 +86,7 @@ def load_dataset(path: str) -> Dataset:
     """Read and check a dataset file; UserError (one line: the file and the entry) when it is not one."""
     check_readable_file(path, "--dataset")
     try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
+        text = user_path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"--dataset {path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

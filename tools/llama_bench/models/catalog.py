@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..settings import REPO_DIR, setting
-from ..utils import UserError
+from ..utils import UserError, user_path
 from .gguf import SPLIT_NAME, GGUFError, ModelInfo, read_model_info
 
 MAX_DEPTH = 6  # hub layout: models--org--name/snapshots/<rev>/<subfolder>/file.gguf
@@ -51,7 +51,7 @@ def hf_hub_cache() -> Path:
     for var, tail in (("HF_HUB_CACHE", ""), ("HUGGINGFACE_HUB_CACHE", ""), ("HF_HOME", "hub")):
         value = os.environ.get(var)
         if value:
-            return Path(value).expanduser() / tail
+            return user_path(value) / tail
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
@@ -60,7 +60,7 @@ def llama_cpp_cache() -> Path:
     """llama.cpp's cache folder: LLAMA_CACHE, else ~/.cache/llama.cpp (~/Library/Caches on macOS)."""
     value = os.environ.get("LLAMA_CACHE")
     if value:
-        return Path(value).expanduser()
+        return user_path(value)
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "llama.cpp"
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -71,13 +71,13 @@ def model_dirs(extra_dirs: Sequence[Union[str, Path]] = ()) -> List[Path]:
     """The folders to look in, existing ones only, first occurrence wins; a --model-dir must exist."""
     candidates: List[Path] = []
     for d in extra_dirs:
-        path = Path(d).expanduser()
+        path = user_path(d)
         if not path.is_dir():
             raise UserError(f"--model-dir {d}: no such folder")
         candidates.append(path)
     for d in (setting("LLAMA_MODEL_DIR") or "").split(os.pathsep):
         if d.strip():
-            candidates.append(Path(d.strip()).expanduser())
+            candidates.append(user_path(d.strip()))
     candidates += [Path.cwd() / "models", REPO_DIR / "models", hf_hub_cache(), llama_cpp_cache()]
     seen, dirs = set(), []
     for path in candidates:
@@ -192,7 +192,7 @@ def resolve_model_name(text: str, dirs: Sequence[Path]) -> str:
     .gguf or the split suffix), then a substring of the file name. Several matches in that tier: a
     UserError listing them; none in any: a UserError naming the folders searched.
     """
-    path = Path(text).expanduser()
+    path = user_path(text)
     if path.is_file():
         return str(path.absolute())
     if os.sep in text or (os.altsep and os.altsep in text):

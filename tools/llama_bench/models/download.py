@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..settings import REPO_DIR
-from ..utils import ExitStatus, UserError, require
+from ..utils import ExitStatus, UserError, require, user_path
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def resolve(spec: str, models_dir: Path = DEFAULT_MODELS_DIR, sha256: Optional[s
         return fetch_default(models_dir)
     if spec.startswith(("http://", "https://")):
         return fetch_url(spec, models_dir, sha256)
-    local = Path(spec).expanduser()
+    local = user_path(spec)
     if local.exists() or spec.endswith(".gguf") and not HF_SPEC.match(spec):
         if not local.is_file():
             raise UserError(f"model file not found: {local}")

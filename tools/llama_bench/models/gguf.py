@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 
-from ..utils import UserError
+from ..utils import UserError, user_path
 
 SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 LEGACY_MAGICS = {b"lmgg": "GGML", b"fmgg": "GGMF", b"tjgg": "GGJT"}
@@ -25,6 +25,9 @@ _CHUNK = 1 << 20
 _MAX_STRING = 1 << 20  # longer metadata strings are skipped, not kept (a chat template is ~10 KB)
 _MAX_KEPT_ARRAY = 4096  # per-layer arrays are kept; tokenizer vocabularies only counted
 MAX_BLOCKS = 9999  # the largest models have a few hundred
+MAX_KEYS = 65536  # real headers have tens to a few hundred keys
+MAX_STRINGS = 16_000_000  # string arrays are walked one by one: vocabularies have up to ~1M entries
+MAX_TENSORS = 1_000_000  # real models: hundreds to tens of thousands (MoE with per-expert tensors)
 
 
 class GGUFError(UserError):
@@ -199,7 +202,9 @@ class _Cursor:
         self.pos += n
         return text
 
-    def check_count(self, count: int, min_item_bytes: int, what: str) -> None:
+    def check_count(self, count: int, min_item_bytes: int, what: str, most: int) -> None:
+        if count > most:  # far beyond any real model: a sparse file of any size must not make us read for ever
+            raise GGUFError(f"{self.path} is corrupt: it declares {count:,} {what} (real models have far fewer)")
         if count * min_item_bytes > self.file_size - self.offset():
             raise GGUFError(
                 f"{self.path} is truncated or corrupt: it declares {count:,} {what}, "
@@ -227,12 +232,12 @@ def _value(cur: _Cursor, vtype: int, gg: Any, key: str, depth: int = 0) -> Any:
     if item_type in scalars:
         fmt = scalars[item_type]
         size = struct.calcsize(fmt)
-        cur.check_count(length, size, f"array items in {_show(key)}")
+        cur.check_count(length, size, f"array items in {_show(key)}", 2**40)  # skipped by one seek
         if length > _MAX_KEPT_ARRAY:
             cur.skip(length * size)
             return _Array(item_type, length)
         return list(cur.unpack(f"{length}{fmt}"))
-    cur.check_count(length, 8 if item_type == vt.STRING else 12, f"array items in {_show(key)}")
+    cur.check_count(length, 8 if item_type == vt.STRING else 12, f"array items in {_show(key)}", MAX_STRINGS)
     if item_type == vt.STRING and length > 64:
         cur.skip_strings(length)
         return _Array(item_type, length)
@@ -273,12 +278,12 @@ def _parse(cur: _Cursor, gg: Any) -> _Header:
         why = "version 1 is too old, re-convert the model" if version == 1 else f"known: 2..{gg.GGUF_VERSION}"
         raise GGUFError(f"{path} has unknown GGUF version {version} ({why})")
     n_tensors, n_kv = cur.u64(), cur.u64()
-    cur.check_count(n_kv, 13, "metadata keys")
+    cur.check_count(n_kv, 13, "metadata keys", MAX_KEYS)
     fields: Dict[str, Any] = {}
     for _ in range(n_kv):
         key = cur.string() or ""
         fields[key] = _value(cur, cur.u32(), gg, key)
-    cur.check_count(n_tensors, 24, "tensors")
+    cur.check_count(n_tensors, 24, "tensors", MAX_TENSORS)
     infos = []
     for _ in range(n_tensors):
         name, n_dims = cur.string() or "", cur.u32()
@@ -315,13 +320,22 @@ def split_parts(path: Path) -> List[Path]:
     if not match:
         return [path]
     count = int(match["count"])
+    if int(match["no"]) < 1 or int(match["no"]) > count:
+        return []
     return [path.with_name(f"{match['prefix']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
-def read_model_info(path: Union[str, Path]) -> ModelInfo:
+def read_model_info(where: Union[str, Path]) -> ModelInfo:
     """Header metadata of a GGUF model (all parts of a split one); GGUFError says what is wrong."""
-    path = Path(path).expanduser()
+    path = user_path(where)
     parts = split_parts(path)
+    if not parts:
+        raise GGUFError(f"{path} is not a valid split model name (parts are numbered from 00001)")
+    for part in parts:  # reading a FIFO or a device would never end
+        if part.is_dir():
+            raise GGUFError(f"{part} is a directory, not a GGUF file")
+        if part.exists() and not part.is_file():
+            raise GGUFError(f"{part} is not a regular file (a FIFO or a device)")
     missing = [p.name for p in parts if not p.exists()]
     if missing and path.exists():
         raise GGUFError(
@@ -346,6 +360,8 @@ def _int(value: Any) -> Optional[int]:
     if isinstance(value, list):  # per-layer values: the largest
         value = max((v for v in value if isinstance(v, (int, float))), default=None)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):  # a corrupt or crafted file: as if absent
         return None
     return int(value)
 

@@ -28,6 +28,8 @@ def _completion(client: HttpClient, n_predict: int) -> Dict[str, Any]:
 
 
 def run_doctor(cfg: ServerConfig, startup_timeout: float, skip_vram_check: bool = False) -> int:
+    if cfg.models_dir:  # a router answers a completion only for a named model: check one model at a time
+        raise UserError("doctor checks one model: pass --model (a file from the folder), not --models-dir")
     # A check must not collide with the user's own server: it runs on a free port of its own.
     cfg = replace(cfg, port=free_port(), ctx_size=cfg.ctx_size or 2048)
     checked = preflight(cfg, skip_fit_check=skip_vram_check)

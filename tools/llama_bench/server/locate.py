@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..settings import BUILT_SERVER, setting
-from ..utils import UserError
+from ..utils import UserError, user_path
 
 SETUP_CMD = "./scripts/setup.sh --yes"
 
@@ -51,7 +51,7 @@ def resolve_model(explicit: Optional[str], required: bool = True, model_dirs: Se
         if required:
             raise UserError(f"no model given: pass --model FILE.gguf or set LLAMA_MODEL (run {SETUP_CMD})")
         return None
-    path = Path(model).expanduser()
+    path = user_path(model)
     if not path.exists() and os.sep not in model and not model.startswith("~"):
         from ..models.catalog import model_dirs as folders
         from ..models.catalog import resolve_model_name

@@ -130,7 +130,7 @@ def register(subparsers: Any) -> None:
 def params_from_args(args: argparse.Namespace) -> "AutotuneParams":
     from ..outputs import check_distinct, output_path
     from ..server.args import config_from_args
-    from .apply import DEFAULT_START_SCRIPT, ApplyTargets
+    from .apply import DEFAULT_START_SCRIPT, ApplyTargets, check_targets
     from .cmd import AutotuneParams
     from .objective import Objective, Workload, objective_from
     from .search import Budget
@@ -172,6 +172,7 @@ def params_from_args(args: argparse.Namespace) -> "AutotuneParams":
         script = output_path(args.start_script or str(DEFAULT_START_SCRIPT), "--start-script")
         assert env_file is not None and script is not None
         apply_targets = ApplyTargets(env_file, script)
+        check_targets(apply_targets)  # before the first trial, not after the whole tune
     elif args.env_file or args.start_script:
         raise UserError("--env-file and --start-script go with --apply")
     template = config_from_args(args, list(args.extra_server_args or []))

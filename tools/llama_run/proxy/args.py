@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from tools.llama_bench.argtypes import port_type, positive_float, positive_int
 from tools.llama_bench.settings import DEFAULT_HOST, DEFAULT_PORT, setting
-from tools.llama_bench.utils import UserError
+from tools.llama_bench.utils import UserError, user_path
 
 from .defaults import (
     DEFAULT_CLIENT_TIMEOUT,
@@ -140,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> "ProxyConfig":
         raise UserError("extra llama-server flags after -- only apply to `run` and `doctor`")
     if args.db and args.no_history:
         raise UserError("--db and --no-history contradict each other")
-    clients = Path(args.clients).expanduser() if args.clients else None
+    clients = user_path(args.clients) if args.clients else None
     if clients is not None and not clients.is_file():
         raise UserError(f"--clients {clients}: no such file")
     return ProxyConfig(
@@ -150,7 +149,7 @@ def config_from_args(args: argparse.Namespace) -> "ProxyConfig":
         api_key=check_api_key(args.api_key or os.environ.get(API_KEY_ENV), "--api-key"),
         upstream_api_key=check_api_key(args.upstream_api_key or os.environ.get(UPSTREAM_KEY_ENV), "--upstream-api-key"),
         clients_file=clients,
-        db_path=Path(args.db).expanduser() if args.db else None,
+        db_path=user_path(args.db) if args.db else None,
         history=not args.no_history,
         retention_days=args.retention_days,
         max_body=args.max_body,
@@ -188,7 +187,7 @@ def usage_command(args: argparse.Namespace) -> int:
         since_s=args.since,
         by=GroupBy(args.by),
         as_json=args.json,
-        db_path=Path(args.db).expanduser() if args.db else None,
+        db_path=user_path(args.db) if args.db else None,
     )
     return run_usage(params)
 
