@@ -95,7 +95,7 @@ def check_distinct(*outputs: Optional[OutputPath], inputs: Sequence[Tuple[str, U
 # What our own files carry near their start: a file of a name we made up is replaced only if it holds this.
 PNG_MARKER = b"Software\x00llama-bench"  # the PNG text chunk matplotlib writes from savefig(metadata=...)
 PNG_METADATA = {"Software": "llama-bench"}
-HTML_MARKER = b'<meta name="generator" content="llama-bench">'
+HTML_MARKER = b"<title>llama-bench report"  # every page report has written starts so, older ones too
 
 
 def derived_output(text: str, flag: str, marker: bytes) -> OutputPath:

@@ -19,7 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Sequence
 
-from ...outputs import HTML_MARKER, OutputFailed, OutputPath, check_distinct, write_atomic
+from ...outputs import OutputFailed, OutputPath, check_distinct, write_atomic
 from ...utils import ExitStatus, UserError, as_dict, fmt_bytes
 from ...version import __version__
 from ..summary import FIELDS
@@ -172,8 +172,7 @@ def render_page(inputs: Sequence[figures.ReportInput], sections: Sequence[Sectio
     body.append("</main>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        + HTML_MARKER.decode("ascii")
-        + '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<link rel="icon" href="data:,">'
         f"<title>llama-bench report: {e(names)}</title><style>{STYLE}</style></head>\n<body>\n"
