@@ -180,3 +180,17 @@ def server_pid_from(output: str) -> Optional[int]:
         if line.startswith("pid ") and ", log " in line:
             return int(line.split()[1].rstrip(","))
     return None
+
+
+def children_of(folder: Path) -> List[int]:
+    """llama-servers (real or fake) serving a model file of `folder`: a router's children, started by the
+    test that owns the folder (the router itself has only the folder on its command line)."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmd = proc.info["cmdline"] or []
+        serves = any(a.endswith(".gguf") and a.startswith(str(folder)) for a in cmd)
+        if serves and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            pids.append(proc.info["pid"])
+    return pids

@@ -109,13 +109,6 @@ def test_compare_rejects_files_that_are_not_results(tmp_path: Path) -> None:
 
 
 # -- against the fake server ---------------------------------------------------------------------------
-@pytest.fixture
-def fake_port():
-    port = free_port()
-    with running_server(port, "-c", "4096", "-np", "2", "--metrics", "--token-interval-ms", "2"):
-        yield port
-
-
 def test_prompt_size_beyond_the_context_is_skipped_or_fails_with_strict(fake_port: int, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     res = benchmark(fake_port, tmp_path, "--prompt-sizes", "100,10k", *QUICK, "--json-out", str(out))

@@ -227,13 +227,6 @@ def test_bad_capacity_input_is_one_line_and_exit_2(argv: list, needle: str) -> N
 
 
 # -- SLO goodput, repeats and compare, batched events (benchmark) ------------------------------------
-@pytest.fixture
-def fake_port():
-    port = free_port()
-    with running_server(port, "-c", "4096", "-np", "2", "--metrics", "--token-interval-ms", "2"):
-        yield port
-
-
 def test_repeats_give_intervals_and_compare_tells_change_from_noise(fake_port: int, tmp_path: Path) -> None:
     paths = []
     for name, extra in (("a", ("--repeats", "3")), ("b", ("--repeats", "3")), ("c", ()), ("d", ())):

@@ -12,20 +12,7 @@ import pytest
 
 from tests.gguf_files import write_tiny_gguf
 from tests.helpers import FAKE_SERVER, LLAMA_RUN, LiveOutput, free_port, http, run_cli, running_server
-from tests.helpers import server_pid_from, spawn_cli, wait_until
-
-
-def children_of(folder: Path) -> List[int]:
-    """Fake llama-servers serving a model of `folder` (the router's children; this test's own)."""
-    import psutil
-
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        serves = any(a.endswith(".gguf") and a.startswith(str(folder)) for a in cmd)  # the router has only the dir
-        if serves and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            pids.append(proc.info["pid"])
-    return pids
+from tests.helpers import children_of, server_pid_from, spawn_cli, wait_until
 
 
 @pytest.fixture

@@ -6,26 +6,13 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import List
+
 
 import pytest
 
-from tests.helpers import LLAMA_RUN, LiveOutput, free_port, http, run_cli, spawn_cli, wait_until
+from tests.helpers import LLAMA_RUN, LiveOutput, children_of, free_port, http, run_cli, spawn_cli, wait_until
 
 pytestmark = pytest.mark.real
-
-
-def children_of(folder: Path) -> List[int]:
-    """llama-server processes serving a model of `folder` (the router's children; this test's own)."""
-    import psutil
-
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmd = proc.info["cmdline"] or []
-        serves = any(a.endswith(".gguf") and a.startswith(str(folder)) for a in cmd)  # the router has only the dir
-        if serves and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            pids.append(proc.info["pid"])
-    return pids
 
 
 @pytest.fixture

@@ -65,11 +65,9 @@ def _behind_proxy(opts: RunOptions) -> Tuple[ServerConfig, Optional["ManagedProx
     key = internal.client_api_key
     clients = user_path(opts.clients_file) if opts.clients_file else None
     if clients is not None:
-        from .proxy.identity import load_clients
+        from .proxy.identity import check_clients
 
-        if not clients.is_file():
-            raise UserError(f"--clients {clients}: no such file")
-        load_clients(clients)  # a mistake in it is said now, not after the model has loaded
+        check_clients(clients)  # a mistake in it is said now, not after the model has loaded
     proxy = ManagedProxy(
         ProxyConfig(
             upstream=internal.base_url,

@@ -140,8 +140,10 @@ def config_from_args(args: argparse.Namespace) -> "ProxyConfig":
     if args.db and args.no_history:
         raise UserError("--db and --no-history contradict each other")
     clients = user_path(args.clients) if args.clients else None
-    if clients is not None and not clients.is_file():
-        raise UserError(f"--clients {clients}: no such file")
+    if clients is not None:
+        from .identity import check_clients
+
+        check_clients(clients)
     return ProxyConfig(
         upstream=normalize_endpoint(args.upstream, "--upstream"),
         host=args.host,

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import List, Optional, Set
 from urllib.parse import urlsplit
 
-from tools.llama_bench.endpoint import url_for
 from tools.llama_bench.server.ports import check_bindable
 from tools.llama_bench.settings import state_base
 from tools.llama_bench.utils import StrEnum, UserError
@@ -85,9 +84,7 @@ class ProxyConfig:
 
     def check(self) -> None:
         """What must hold before a proxy starts: an upstream that is not the proxy itself, a port it can bind."""
-        if url_for(self.host, self.port) == self.upstream.rstrip("/") or same_listener(
-            self.host, self.port, self.upstream
-        ):
+        if same_listener(self.host, self.port, self.upstream):
             raise UserError(f"--upstream {self.upstream} is the proxy's own address; point it at the server")
         if self.max_body < 1024:
             raise UserError("--max-body must be at least 1 KiB")

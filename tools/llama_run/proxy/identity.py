@@ -187,6 +187,13 @@ def parse_clients(data: Any, origin: str) -> ClientsTable:
     return table
 
 
+def check_clients(path: Path) -> None:
+    """A --clients file read once before anything starts, so that its mistakes are one line up front."""
+    if not path.is_file():
+        raise UserError(f"--clients {path}: no such file")
+    load_clients(path)
+
+
 def load_clients(path: Path) -> ClientsTable:
     check_readable_file(path, "--clients")
     try:
